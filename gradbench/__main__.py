@@ -1,0 +1,3 @@
+from gradbench.cli import main
+
+raise SystemExit(main())

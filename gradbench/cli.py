@@ -1,0 +1,145 @@
+"""The `gradbench` command: parses arguments, calls the library, maps errors to exit codes.
+
+Exit status: 0 ok, 2 bad input (a `SpecError`: the message names the field, the value and what is
+allowed), 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tomllib
+import traceback
+from pathlib import Path
+
+from gradbench.errors import SpecError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors are bad input too
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"gradbench: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gradbench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run sweeps (files or built-in names) and write their reports")
+    run.add_argument("specs", nargs="+", metavar="SPEC")
+    run.add_argument("--out", help="run directory (one SPEC only; default reports/<name>)")
+    run.add_argument("--allow-imports", action="store_true", help="allow 'module:function' activations")
+    run.add_argument("--no-report", action="store_true", help="write the data only")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+
+    report = commands.add_parser("report", help="re-render the report of a run directory (no JAX work)")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+
+    theory = commands.add_parser("theory", help="mean-field q*, chi_1, depth scales, edge of chaos")
+    theory.add_argument("--activation", required=True)
+    theory.add_argument("--sigma-b2", type=_finite_float, default=0.0)
+    theory.add_argument("--sigma-w2", type=_finite_float, default=None)
+    theory.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    commands.add_parser("list", help="activations, inits, losses and built-in sweeps")
+    return parser
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: a finite number >= 0")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        print(f"gradbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("gradbench: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception:
+        traceback.print_exc()
+        print("gradbench: internal error (the traceback above belongs in a bug report)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_run(args) -> int:
+    from gradbench import spec as spec_module
+    from gradbench.run import run
+
+    if args.out and len(args.specs) > 1:
+        raise SpecError("--out", args.out, "--out with a single SPEC only")
+    # Validate every sweep before running any, so a typo in the last one costs nothing.
+    specs = [spec_module.load(s, allow_imports=args.allow_imports) for s in args.specs]
+    for spec in specs:
+        result = run(
+            spec,
+            args.out,
+            allow_imports=args.allow_imports,
+            progress=not args.quiet,
+            report=not args.no_report,
+        )
+        counts = result.summary["regime"].value_counts().to_dict()
+        print(f"{spec.name}: {len(result.summary)} configs {counts} -> {result.path}")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from gradbench import report, results
+
+    run = results.load(args.run_dir)
+    path = report.write_report(run)
+    print(f"report written: {path}")
+    return EXIT_OK
+
+
+def cmd_theory(args) -> int:
+    from gradbench import registry, theory
+
+    registry.activation(args.activation)  # a clear error for unknown names
+    described = theory.describe(args.activation, sigma_b2=args.sigma_b2, sigma_w2=args.sigma_w2)
+    print(json.dumps(described, indent=2) if args.json else theory.format_description(described))
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from gradbench import registry
+    from gradbench.spec import SWEEPS_DIR
+
+    print("activations:")
+    for a in registry.ACTIVATIONS.values():
+        print(f"  {a.name:<18} {a.description}")
+    print("  module:function    your own (needs --allow-imports)")
+    print("init families (sweep sigma_w or sigma_w2):")
+    for f in registry.INIT_FAMILIES.values():
+        print(f"  {f.name:<18} {f.description}")
+    print("init presets (fix sigma_w^2):")
+    for p in registry.INIT_PRESETS.values():
+        print(f"  {p.name:<18} {p.family}, sigma_w^2 = {p.sigma_w2:.4g}: {p.description}")
+    print("losses:")
+    for name, text in registry.LOSSES.items():
+        print(f"  {name:<18} {text}")
+    print("architectures:\n  mlp                fully connected, lax.scan over layers")
+    print(f"built-in sweeps ({SWEEPS_DIR}):")
+    for path in sorted(SWEEPS_DIR.glob("*.toml")):
+        print(f"  {path.stem:<24} {_description(path)}")
+    return EXIT_OK
+
+
+def _description(path: Path) -> str:
+    try:
+        return tomllib.loads(path.read_text()).get("description", "")
+    except (OSError, tomllib.TOMLDecodeError):
+        return "(unreadable)"
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "theory": cmd_theory, "list": cmd_list}

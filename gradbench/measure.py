@@ -1,0 +1,73 @@
+"""Host side: raw kernel statistics -> true per-layer log10 magnitudes and flags (numpy, float64).
+
+The kernel reports each backward signal in a frame: in log mode every layer divides the signal by its
+norm and reports the log of what it removed, and homogeneous forward passes carry h = exp(s) h_hat. The
+true magnitude of a layer's statistic is its frame value plus the logs removed above it, which this
+module adds up in float64. In plain mode there are no frames and this is a change of units only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gradbench.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY
+
+LN10 = math.log(10.0)
+FLAGS = ("ok", "zero", "underflow", "nonfinite")
+STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
+
+
+def assemble(tags, log_q, log_h_scale, log_top_scale, depth, *, measure: str) -> dict[str, np.ndarray]:
+    """Per-layer log10 statistics and flag codes.
+
+    Args:
+        tags: (..., L, N_TAG) raw statistics from `gradbench.layerstats`.
+        log_q, log_h_scale: (..., L) forward facts from `gradbench.model.Forward`.
+        log_top_scale: (...) frame scale of the loss gradient.
+        depth: (...) the depth of each config; layers at index >= depth are padding.
+        measure: "log" (frames to undo) or "plain".
+
+    Returns:
+        Arrays of shape (..., L): `log10_delta`, `log10_grad_w`, `log10_grad_b`, `log10_q` (NaN where
+        the arithmetic could not represent the value) and `flag` (index into FLAGS).
+    """
+    tags = np.asarray(tags, np.float64)
+    log_q = np.asarray(log_q, np.float64)
+    s_prev = np.asarray(log_h_scale, np.float64)
+    top = np.asarray(log_top_scale, np.float64)[..., None]
+    layer = np.arange(tags.shape[-2])
+    active = layer < np.asarray(depth)[..., None]
+
+    frame_delta = tags[..., LOG_DELTA]
+    if measure == "log":
+        # Each layer removed its norm before passing the signal down: the true log norm of layer l is
+        # the sum of what layers l..L removed.
+        kept = np.where(active, frame_delta, 0.0)
+        with np.errstate(invalid="ignore"):
+            frame_delta = np.flip(np.cumsum(np.flip(kept, -1), -1), -1)
+    with np.errstate(invalid="ignore"):
+        ln_delta = frame_delta + top - s_prev
+        ln = {
+            "log10_delta": ln_delta,
+            "log10_grad_w": tags[..., LOG_GRAD_W] + ln_delta + s_prev,
+            "log10_grad_b": tags[..., LOG_GRAD_B] + ln_delta,
+            "log10_q": log_q,
+        }
+    values = np.stack(list(ln.values()))
+    nonfinite = np.any(np.isnan(values) | (values == np.inf), axis=0)
+    below = values == -np.inf
+    # Plain arithmetic: a backward signal below the smallest normal number has lost its digits.
+    plain_underflow = (tags[..., TINY] > 0.5) & (measure == "plain")
+    underflow = below[3] | plain_underflow
+    zero = below[0] & (measure == "log")
+    flag = np.select([nonfinite, underflow, zero], [3, 2, 1], 0)
+
+    out = {}
+    backward_lost = nonfinite | plain_underflow | below[0]
+    for name, v in ln.items():
+        bad = ~np.isfinite(v) | (backward_lost & (name != "log10_q"))
+        out[name] = np.where(bad, np.nan, v / LN10)
+    out["flag"] = flag
+    return out
