@@ -61,7 +61,9 @@ def summarise(configs: pd.DataFrame, layers: pd.DataFrame, threshold: float) -> 
     stats["nonfinite"] = flags.agg(lambda f: bool((f == "nonfinite").any()))
     stats["underflow"] = flags.agg(lambda f: bool(f.isin(["underflow", "zero"]).any()))
 
-    summary = configs.merge(stats, left_on="config_id", right_index=True, how="left", validate="1:1")
+    summary = configs.merge(
+        stats, left_on="config_id", right_index=True, how="left", validate="1:1"
+    )
     summary["threshold"] = float(threshold)
     summary["regime"] = classify(summary, threshold)
     return summary
@@ -81,7 +83,9 @@ def classify(summary: pd.DataFrame, threshold: float) -> pd.Series:
         Regime.NONFINITE.value,
     )
     tiny = summary["dtype"].map(_TINY)
-    bound = np.log10(tiny * np.sqrt(summary["batch"] * summary["width"])) - summary["log10_delta_last"]
+    bound = (
+        np.log10(tiny * np.sqrt(summary["batch"] * summary["width"])) - summary["log10_delta_last"]
+    )
     lost = summary["underflow"] & r.isna() & ~summary["nonfinite"]
     regime = np.where(lost & (bound < -threshold), Regime.VANISHING.value, regime)
     regime = np.where(summary["nonfinite"], Regime.NONFINITE.value, regime)

@@ -29,14 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gradbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run sweeps (files or built-in names) and write their reports")
+    run = commands.add_parser(
+        "run", help="run sweeps (files or built-in names) and write their reports"
+    )
     run.add_argument("specs", nargs="+", metavar="SPEC")
     run.add_argument("--out", help="run directory (one SPEC only; default reports/<name>)")
-    run.add_argument("--allow-imports", action="store_true", help="allow 'module:function' activations")
+    run.add_argument(
+        "--allow-imports", action="store_true", help="allow 'module:function' activations"
+    )
     run.add_argument("--no-report", action="store_true", help="write the data only")
     run.add_argument("--quiet", action="store_true", help="no progress output")
 
-    report = commands.add_parser("report", help="re-render the report of a run directory (no JAX work)")
+    report = commands.add_parser(
+        "report", help="re-render the report of a run directory (no JAX work)"
+    )
     report.add_argument("run_dir", metavar="RUN_DIR")
 
     theory = commands.add_parser("theory", help="mean-field q*, chi_1, depth scales, edge of chaos")
@@ -68,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except Exception:
         traceback.print_exc()
-        print("gradbench: internal error (the traceback above belongs in a bug report)", file=sys.stderr)
+        print(
+            "gradbench: internal error (the traceback above belongs in a bug report)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

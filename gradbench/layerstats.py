@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 
 # Order of the statistics in a tag vector.
-LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY = range(4)
-N_TAG = 4
+LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY_DELTA, TINY_INPUT = range(5)
+N_TAG = 5
 
 
 class UnitNorm(NamedTuple):
@@ -44,6 +44,16 @@ def unit_norm(x: jax.Array) -> UnitNorm:
     return UnitNorm(unit, log_norm, max_abs)
 
 
+def is_tiny(max_abs: jax.Array) -> jax.Array:
+    """1.0 where a vector with this largest entry has lost digits to underflow, else 0.0.
+
+    Below tiny / eps (about 1e-31 in float32) the entries that still matter to a norm, down to
+    max x eps, are subnormal or zero; above it every such entry is a normal number.
+    """
+    info = jnp.finfo(max_abs.dtype)
+    return (max_abs < info.tiny / info.eps).astype(max_abs.dtype)
+
+
 def log_frobenius(x: jax.Array) -> jax.Array:
     return unit_norm(x).log_norm
 
@@ -65,9 +75,9 @@ def log_outer_norm(d_unit: jax.Array, h_unit: jax.Array, *, gram: bool) -> jax.A
 def make_observe(*, renormalise: bool, gram: bool):
     """The identity `observe(z, h_prev, tag) -> z` whose VJP writes layer statistics into `tag`'s cotangent.
 
-    The tag cotangent holds [ln ||delta||, ln ||delta_unit^T h_prev||, ln ||sum_b delta_unit||, tiny] where
-    delta is the cotangent of z in the current frame and `tiny` is 1 when max|delta| is below the dtype's
-    smallest normal number (zero included).
+    The tag cotangent holds [ln ||delta||, ln ||delta_unit^T h_prev||, ln ||sum_b delta_unit||, tiny_delta,
+    tiny_input] where delta is the cotangent of z in the current frame and the tiny flags (`is_tiny`) are 1
+    when delta (or h_prev) has lost digits to underflow, zero included.
     """
 
     @jax.custom_vjp
@@ -87,7 +97,8 @@ def make_observe(*, renormalise: bool, gram: bool):
                 d.log_norm,
                 log_outer_norm(d.unit, h.unit, gram=gram) + h.log_norm,
                 log_frobenius(jnp.sum(d.unit, axis=0)),
-                (d.max_abs < jnp.finfo(delta.dtype).tiny).astype(delta.dtype),
+                is_tiny(d.max_abs),
+                is_tiny(h.max_abs),
             ]
         )
         passed_on = d.unit if renormalise else delta

@@ -12,20 +12,19 @@ import math
 
 import numpy as np
 
-from gradbench.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY
+from gradbench.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY_DELTA, TINY_INPUT
 
 LN10 = math.log(10.0)
 FLAGS = ("ok", "zero", "underflow", "nonfinite")
 STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
 
 
-def assemble(tags, log_q, log_h_scale, log_top_scale, depth, *, measure: str) -> dict[str, np.ndarray]:
+def assemble(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
     """Per-layer log10 statistics and flag codes.
 
     Args:
         tags: (..., L, N_TAG) raw statistics from `gradbench.layerstats`.
-        log_q, log_h_scale: (..., L) forward facts from `gradbench.model.Forward`.
-        log_top_scale: (...) frame scale of the loss gradient.
+        forward: `gradbench.model.Forward` arrays, (..., L) per layer and (...) for the top scale.
         depth: (...) the depth of each config; layers at index >= depth are padding.
         measure: "log" (frames to undo) or "plain".
 
@@ -34,9 +33,9 @@ def assemble(tags, log_q, log_h_scale, log_top_scale, depth, *, measure: str) ->
         the arithmetic could not represent the value) and `flag` (index into FLAGS).
     """
     tags = np.asarray(tags, np.float64)
-    log_q = np.asarray(log_q, np.float64)
-    s_prev = np.asarray(log_h_scale, np.float64)
-    top = np.asarray(log_top_scale, np.float64)[..., None]
+    log_q = np.asarray(forward.log_q, np.float64)
+    s_prev = np.asarray(forward.log_h_scale, np.float64)
+    top = np.asarray(forward.log_top_scale, np.float64)[..., None]
     layer = np.arange(tags.shape[-2])
     active = layer < np.asarray(depth)[..., None]
 
@@ -58,16 +57,23 @@ def assemble(tags, log_q, log_h_scale, log_top_scale, depth, *, measure: str) ->
     values = np.stack(list(ln.values()))
     nonfinite = np.any(np.isnan(values) | (values == np.inf), axis=0)
     below = values == -np.inf
-    # Plain arithmetic: a backward signal below the smallest normal number has lost its digits.
-    plain_underflow = (tags[..., TINY] > 0.5) & (measure == "plain")
-    underflow = below[3] | plain_underflow
+    # Below the smallest normal number a value has lost its digits. In log mode the backward signal is
+    # renormalised every layer and cannot get there; an exact zero there is a true zero (dead units).
+    delta_lost = (tags[..., TINY_DELTA] > 0.5) & (measure == "plain")
+    input_lost = tags[..., TINY_INPUT] > 0.5
+    q_lost = np.asarray(forward.tiny_z) > 0.5
     zero = below[0] & (measure == "log")
+    lost = {
+        "log10_delta": nonfinite | delta_lost | below[0],
+        "log10_grad_w": nonfinite | delta_lost | below[0] | input_lost,
+        "log10_grad_b": nonfinite | delta_lost | below[0],
+        "log10_q": q_lost,
+    }
+    underflow = delta_lost | input_lost | q_lost | below[3]
     flag = np.select([nonfinite, underflow, zero], [3, 2, 1], 0)
 
     out = {}
-    backward_lost = nonfinite | plain_underflow | below[0]
     for name, v in ln.items():
-        bad = ~np.isfinite(v) | (backward_lost & (name != "log10_q"))
-        out[name] = np.where(bad, np.nan, v / LN10)
+        out[name] = np.where(lost[name] | ~np.isfinite(v), np.nan, v / LN10)
     out["flag"] = flag
     return out

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from gradbench import registry
 from gradbench.grid import StaticKey
-from gradbench.layerstats import make_observe, unit_norm
+from gradbench.layerstats import is_tiny, make_observe, unit_norm
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
 
@@ -29,7 +29,9 @@ def replicate_key(seed, replicate) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), replicate)
 
 
-def layer_draws(rep_key: jax.Array, layer, width: int, init_family: str) -> tuple[jax.Array, jax.Array]:
+def layer_draws(
+    rep_key: jax.Array, layer, width: int, init_family: str
+) -> tuple[jax.Array, jax.Array]:
     """Standard draws (Z_l, beta_l) of hidden layer `layer` (0-based), unit variance, float32."""
     key = jax.random.fold_in(jax.random.fold_in(rep_key, LAYER_STREAM), layer)
     key_w, key_b = jax.random.split(key)
@@ -60,6 +62,9 @@ class Forward(NamedTuple):
     """Per-layer forward facts (leading axis: layer) and the frame scale of the loss gradient."""
 
     log_q: jax.Array  # ln mean(z_l^2), true scale
+    tiny_z: (
+        jax.Array
+    )  # 1 where max|z_hat_l| is below the smallest normal number: q_l has lost its digits
     log_h_scale: jax.Array  # s_{l-1}: h_{l-1} = exp(s_{l-1}) h_hat_{l-1}
     log_top_scale: jax.Array  # dJ/dz_l = exp(log_top_scale - s_{l-1}) * d J_hat / d z_hat_l
 
@@ -89,10 +94,11 @@ def make_loss(static: StaticKey, allow_imports: bool = False):
             z_std, beta = layer_draws(rep_key, index, width, static.init_family)
             # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
             # that exp(-s) overflowing never turns 0 into NaN.
-            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta.astype(dtype)
+            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta.astype(dtype)[None, :]
             z = weight_scale * jnp.matmul(h, z_std.astype(dtype).T, precision=precision) + bias
             z = observe(z, h, tag)
-            log_q = 2 * unit_norm(z).log_norm - log_size + 2 * s
+            z_norm = unit_norm(z)
+            log_q = 2 * z_norm.log_norm - log_size + 2 * s
             h_next, s_next = phi.fn(z), s
             if renormalise_forward:
                 log_rms = jax.lax.stop_gradient(unit_norm(h_next).log_norm - 0.5 * log_size)
@@ -100,11 +106,13 @@ def make_loss(static: StaticKey, allow_imports: bool = False):
                 h_next, s_next = h_next * jnp.exp(-log_rms), s + log_rms
             active = index < depth
             carry = (jnp.where(active, h_next, h), jnp.where(active, s_next, s))
-            return carry, (log_q, s)
+            return carry, (log_q, is_tiny(z_norm.max_abs), s)
 
         x = shared.x.astype(dtype)
         layers = (jnp.arange(static.depth), tags)
-        (h_top, s_top), (log_q, log_h_scale) = jax.lax.scan(layer, (x, jnp.zeros((), dtype)), layers)
+        (h_top, s_top), (log_q, tiny_z, log_h_scale) = jax.lax.scan(
+            layer, (x, jnp.zeros((), dtype)), layers
+        )
         y = jnp.matmul(h_top, shared.readout.astype(dtype).T, precision=precision)
         probe = shared.probe.astype(dtype)
         if static.loss == "probe":
@@ -112,6 +120,6 @@ def make_loss(static: StaticKey, allow_imports: bool = False):
         else:  # mse: dJ/dy = y - t = exp(s_top) (y_hat - t exp(-s_top))
             target = jax.lax.stop_gradient(probe * jnp.exp(-s_top))
             j_hat, log_top = 0.5 * jnp.sum(jnp.square(y - target)) / batch, 2 * s_top
-        return j_hat, Forward(log_q, log_h_scale, log_top)
+        return j_hat, Forward(log_q, tiny_z, log_h_scale, log_top)
 
     return loss

@@ -184,9 +184,7 @@ INIT_PRESETS: dict[str, InitPreset] = {
         InitPreset("kaiming", "gaussian", 2.0, "alias of he"),
         InitPreset("xavier", "gaussian", 1.0, "Glorot normal, Var(W) = 2 / (fan_in + fan_out)"),
         InitPreset("glorot", "gaussian", 1.0, "alias of xavier"),
-        InitPreset(
-            "torch-default", "uniform", 1.0 / 3.0, "PyTorch nn.Linear, U(+-1/sqrt(fan_in))"
-        ),
+        InitPreset("torch-default", "uniform", 1.0 / 3.0, "PyTorch nn.Linear, U(+-1/sqrt(fan_in))"),
         InitPreset("he-uniform", "uniform", 2.0, "He / Kaiming uniform"),
         InitPreset("lecun-uniform", "uniform", 1.0, "LeCun uniform"),
     ]

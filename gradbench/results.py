@@ -45,9 +45,15 @@ class Run:
 def load(path: str | Path) -> Run:
     """Reads a run directory back (parquet and JSON only)."""
     path = Path(path)
-    missing = [p for p in ("manifest.json", *(f"data/{t}.parquet" for t in TABLES)) if not (path / p).is_file()]
+    missing = [
+        p
+        for p in ("manifest.json", *(f"data/{t}.parquet" for t in TABLES))
+        if not (path / p).is_file()
+    ]
     if missing:
-        raise SpecError(str(path), f"<missing {', '.join(missing)}>", "a run directory written by gradbench run")
+        raise SpecError(
+            str(path), f"<missing {', '.join(missing)}>", "a run directory written by gradbench run"
+        )
     tables = {t: pd.read_parquet(path / "data" / f"{t}.parquet") for t in TABLES}
     spec_file = path / "spec.toml"
     return Run(
@@ -67,7 +73,9 @@ def check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SpecError("--out", str(out), "a directory path (a file of that name exists)")
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise SpecError("--out", str(out), f"a location you can write to ({existing} is not writable)")
+        raise SpecError(
+            "--out", str(out), f"a location you can write to ({existing} is not writable)"
+        )
 
 
 def staging_dir(out: Path) -> Path:
@@ -99,7 +107,9 @@ def git_facts() -> dict:
     root = Path(__file__).resolve().parent.parent
 
     def git(*args):
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+        )
         return result.stdout.strip() if result.returncode == 0 else None
 
     try:

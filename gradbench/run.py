@@ -61,7 +61,9 @@ def plan_chunks(replicates: np.ndarray, capacity: int) -> list[ChunkPlan]:
         for j in range(0, per_rep, c):
             rows_i = np.minimum(np.arange(i, i + r), len(reps) - 1)
             cols_j = np.minimum(np.arange(j, j + c), per_rep - 1)
-            real = (np.arange(i, i + r) < len(reps))[:, None] & (np.arange(j, j + c) < per_rep)[None, :]
+            real = (np.arange(i, i + r) < len(reps))[:, None] & (np.arange(j, j + c) < per_rep)[
+                None, :
+            ]
             plans.append(ChunkPlan(table[np.ix_(rows_i, cols_j)], real))
     return plans
 
@@ -81,14 +83,7 @@ def chunk_inputs(members: pd.DataFrame, plan: ChunkPlan, dtype) -> Chunk:
 def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, spec: SweepSpec) -> pd.DataFrame:
     """Long-form per-layer rows of the real configs of one chunk."""
     depth = members["depth"].to_numpy()[plan.rows]
-    stats = measure.assemble(
-        raw.tags,
-        raw.forward.log_q,
-        raw.forward.log_h_scale,
-        raw.forward.log_top_scale,
-        depth,
-        measure=spec.measure,
-    )
+    stats = measure.assemble(raw.tags, raw.forward, depth, measure=spec.measure)
     n_layers = stats["flag"].shape[-1]
     keep = plan.real[..., None] & (np.arange(n_layers) < depth[..., None])
     ids = members["config_id"].to_numpy()[plan.rows]
@@ -124,7 +119,11 @@ def run(
     Returns:
         The `Run` (tables in memory, `path` = the run directory).
     """
-    spec = sweep if isinstance(sweep, SweepSpec) else spec_module.load(sweep, allow_imports=allow_imports)
+    spec = (
+        sweep
+        if isinstance(sweep, SweepSpec)
+        else spec_module.load(sweep, allow_imports=allow_imports)
+    )
     if spec.imports and not allow_imports:
         spec_module.parse(spec.text, source=spec.source)  # raises the refusal with its message
     out_path = Path(out) if out is not None else Path("reports") / spec.name
@@ -189,7 +188,9 @@ def run_group(static, members, spec, allow_imports, bar: Progress, facts: list) 
     return pd.concat(tables, ignore_index=True)
 
 
-def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str, x64: bool) -> dict:
+def build_manifest(
+    spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str, x64: bool
+) -> dict:
     devices = jax.devices()
     return {
         "schema_version": results.SCHEMA_VERSION,

@@ -104,9 +104,13 @@ def load(spec: str | Path, *, allow_imports: bool = False) -> SweepSpec:
         text = path.read_text()
     except FileNotFoundError:
         builtin = sorted(p.stem for p in SWEEPS_DIR.glob("*.toml"))
-        raise SpecError(str(spec), "<missing file>", f"an existing .toml file or one of {builtin}")
+        raise SpecError(
+            str(spec), "<missing file>", f"an existing .toml file or one of {builtin}"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(spec), "<unreadable file>", f"a readable UTF-8 TOML file ({exc})")
+        raise SpecError(
+            str(spec), "<unreadable file>", f"a readable UTF-8 TOML file ({exc})"
+        ) from None
     return parse(text, source=str(path), default_name=path.stem, allow_imports=allow_imports)
 
 
@@ -162,7 +166,9 @@ class _Parser:
         for key in ("width", "batch"):
             if key in model:
                 if key in axes_doc:
-                    raise self.error(f"model.{key}", model[key], f"{key} in [model] or [axes], not both")
+                    raise self.error(
+                        f"model.{key}", model[key], f"{key} in [model] or [axes], not both"
+                    )
                 raw[key] = model[key]
         raw.setdefault("batch", 64)
         raw.setdefault("init", "gaussian")
@@ -177,7 +183,16 @@ class _Parser:
         if "sigma_b2" not in axes:
             axes["sigma_b2"] = Axis((0.0,))
         self.check_inits(axes, sigma_w_given)
-        order = ["activation", "init", "width", "batch", "sigma_w2", "sigma_b2", "depth", "replicate"]
+        order = [
+            "activation",
+            "init",
+            "width",
+            "batch",
+            "sigma_w2",
+            "sigma_b2",
+            "depth",
+            "replicate",
+        ]
         axes = {k: axes[k] for k in order if k in axes}
 
         run = doc.get("run", {})
@@ -221,14 +236,18 @@ class _Parser:
         for key in table:
             if key not in allowed:
                 where = f"{section}.{key}" if section else key
-                raise self.error(where, key, f"keys {sorted(allowed)} (a typo must not change a sweep)")
+                raise self.error(
+                    where, key, f"keys {sorted(allowed)} (a typo must not change a sweep)"
+                )
 
     def axes(self, raw: dict, allow_imports: bool) -> tuple[dict[str, Axis], list[str]]:
         axes: dict[str, Axis] = {}
         imports: list[str] = []
         for key, value in raw.items():
             where = f"axes.{key}"
-            axis = self.axis_values(value, where, integer=key in ("depth", "width", "batch", "replicate"))
+            axis = self.axis_values(
+                value, where, integer=key in ("depth", "width", "batch", "replicate")
+            )
             if key == "activation":
                 for v in axis.values:
                     if not isinstance(v, str):
@@ -262,7 +281,9 @@ class _Parser:
                     if not math.isfinite(v) or v < 0:
                         raise self.error(where, v, "finite numbers >= 0")
                     if key.startswith("sigma_w") and v == 0:
-                        raise self.error(where, v, "weight scales > 0 (zero weights pass no gradient)")
+                        raise self.error(
+                            where, v, "weight scales > 0 (zero weights pass no gradient)"
+                        )
             axes[key] = axis
         return axes, imports
 
@@ -277,7 +298,8 @@ class _Parser:
                     where,
                     value,
                     "a list, a single value, {linspace = [a, b, n]}, {logspace = [a, b, n]} or "
-                    "{range = [start, stop, step]}" + (", or {count = N}" if "replicate" in where else ""),
+                    "{range = [start, stop, step]}"
+                    + (", or {count = N}" if "replicate" in where else ""),
                 )
             kind, args = next(iter(value.items()))
             values = self.generated(kind, args, f"{where}.{kind}")
@@ -305,12 +327,16 @@ class _Parser:
             raise self.error(where, args, "a list of numbers")
         if kind == "range":
             if len(args) not in (2, 3) or not all(isinstance(a, int) for a in args):
-                raise self.error(where, args, "[start, stop] or [start, stop, step] integers (stop excluded)")
+                raise self.error(
+                    where, args, "[start, stop] or [start, stop, step] integers (stop excluded)"
+                )
             if len(args) == 3 and args[2] == 0:
                 raise self.error(where, args, "a non-zero step")
             return list(range(*args))
         if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
-            raise self.error(where, args, f"[start, stop, count] with an integer count >= 1 ({kind})")
+            raise self.error(
+                where, args, f"[start, stop, count] with an integer count >= 1 ({kind})"
+            )
         a, b, n = float(args[0]), float(args[1]), args[2]
         if not (math.isfinite(a) and math.isfinite(b)):
             raise self.error(where, args, "finite bounds")
@@ -341,7 +367,9 @@ class _Parser:
             )
         if families and not sigma_w_given:
             raise self.error(
-                "axes.sigma_w2", "<missing>", f"a sigma_w or sigma_w2 axis for init families {families}"
+                "axes.sigma_w2",
+                "<missing>",
+                f"a sigma_w or sigma_w2 axis for init families {families}",
             )
 
     def integer(self, value: object, where: str, minimum: int | None = None) -> int:

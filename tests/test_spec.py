@@ -1,0 +1,170 @@
+"""Sweep files: the accepted forms, and every error a user can make (exit status 2, nothing written)."""
+
+import os
+
+import pytest
+
+from gradbench import cli, grid
+from gradbench import spec as spec_module
+from gradbench.errors import SpecError
+
+BASE = """
+name = "s"
+[model]
+width = 8
+batch = 2
+[axes]
+activation = ["tanh"]
+sigma_w2 = [1.0]
+depth = [2]
+"""
+
+
+def test_forms_expand_as_documented():
+    spec = spec_module.parse(
+        """
+name = "forms"
+seed = 5
+[model]
+width = 8
+[axes]
+activation = ["tanh", "relu"]
+sigma_w = { linspace = [0.5, 2.0, 4] }
+sigma_b2 = { logspace = [-2, 0, 3] }
+depth = { range = [2, 8, 3] }
+replicate = { count = 2 }
+"""
+    )
+    assert spec.axis("sigma_w2") == pytest.approx([0.25, 1.0, 2.25, 4.0])
+    assert spec.sigma_w_given == "sigma_w"
+    assert spec.axis("sigma_b2") == pytest.approx([0.01, 0.1, 1.0])
+    assert spec.axes["sigma_b2"].scale == "log"
+    assert spec.axis("depth") == (2, 5)
+    assert spec.axis("replicate") == (0, 1)
+    assert spec.axis("batch") == (64,)
+    configs = grid.expand(spec)
+    assert len(configs) == 2 * 4 * 3 * 2 * 2 == spec.n_configs
+    assert configs["config_id"].is_unique
+    assert configs["sigma_w"].to_numpy() ** 2 == pytest.approx(configs["sigma_w2"].to_numpy())
+    assert configs["sigma_b"].to_numpy() ** 2 == pytest.approx(configs["sigma_b2"].to_numpy())
+
+
+def test_config_ids_are_stable_and_ignore_dtype():
+    a = grid.expand(spec_module.parse(BASE))
+    b = grid.expand(spec_module.parse(BASE + '[run]\ndtype = "float64"\nmeasure = "plain"\n'))
+    assert list(a["config_id"]) == list(b["config_id"])
+    c = grid.expand(spec_module.parse(BASE.replace('name = "s"', 'name = "s"\nseed = 1')))
+    assert set(a["config_id"]).isdisjoint(c["config_id"])
+    # A fixed value: the hash of the canonical config must not drift between versions.
+    assert a["config_id"].iloc[0] == grid.config_id(a.iloc[0].to_dict())
+
+
+def test_presets_set_sigma_w2():
+    spec = spec_module.parse(
+        BASE.replace("sigma_w2 = [1.0]", 'init = ["he", "torch-default", "lecun"]')
+    )
+    configs = grid.expand(spec)
+    assert dict(zip(configs["init"], configs["sigma_w2"], strict=True)) == pytest.approx(
+        {"he": 2.0, "torch-default": 1 / 3, "lecun": 1.0}
+    )
+    assert set(configs["init_family"]) == {"gaussian", "uniform"}
+
+
+def test_depth_buckets_bound_padding():
+    buckets = grid.depth_buckets([1, 2, 3, 4, 6, 8, 16, 17, 64], 1.5)
+    for depth, top in buckets.items():
+        assert depth <= top <= 1.5 * depth
+    assert grid.depth_buckets([4, 6], 1.5) == {4: 6, 6: 6}
+    assert grid.depth_buckets([8, 16], 1.5) == {8: 8, 16: 16}
+
+
+BAD = [
+    # (replace this, with that, the key the message must name, a fragment of what is allowed)
+    ('activation = ["tanh"]', 'activation = ["tanhh"]', "axes.activation", "relu"),
+    ("depth = [2]", "depth = [-3]", "axes.depth", ">= 1"),
+    ("depth = [2]", "depth = [0]", "axes.depth", ">= 1"),
+    ("depth = [2]", "depth = [2.5]", "axes.depth", "integer"),
+    ("width = 8", "width = 0", "axes.width", ">= 1"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = [nan]", "axes.sigma_w2", "finite"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = [-1.0]", "axes.sigma_w2", ">= 0"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = [inf]", "axes.sigma_w2", "finite"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = []", "axes.sigma_w2", "at least one"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = [1.0]\nsigma_w = [1.0]", "axes.sigma_w", "not both"),
+    (
+        "sigma_w2 = [1.0]",
+        "sigma_w2 = [1.0]\nsigma_b = [0.1]\nsigma_b2 = [0.1]",
+        "axes.sigma_b",
+        "not both",
+    ),
+    ("sigma_w2 = [1.0]", 'sigma_w2 = [1.0]\ninit = ["he"]', "axes.sigma_w2", "preset"),
+    ("sigma_w2 = [1.0]", 'init = ["gaussian"]', "axes.sigma_w2", "sigma_w"),
+    ("sigma_w2 = [1.0]", 'sigma_w2 = [1.0]\ninit = ["kaimingg"]', "axes.init", "orthogonal"),
+    ("depth = [2]", "depth = [2]\ndepht = [3]", "axes.depht", "axis names"),
+    ("[model]", "[model]\nwidht = 3", "model.widht", "keys"),
+    ('name = "s"', 'name = "s"\n[run]\ndtype = "float16"', "run.dtype", "float64"),
+    ('name = "s"', 'name = "s"\n[run]\nmeasure = "exact"', "run.measure", "log"),
+    ('name = "s"', 'name = "s"\n[classify]\nthreshold = -1', "classify.threshold", "positive"),
+    ('name = "s"', 'name = "../x"', "name", "directory"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = { linspace = [0, 1] }", "axes.sigma_w2.linspace", "count"),
+    ("depth = [2]", "depth = { range = [1, 5, 0] }", "axes.depth.range", "non-zero"),
+    ("depth = [2]", "depth = [2, 2]", "axes.depth", "distinct"),
+    ("depth = [2]", "depth = [2]\nreplicate = { count = 0 }", "axes.replicate.count", ">= 1"),
+    ('activation = ["tanh"]', 'activation = ["os:getcwd"]', "axes.activation", "--allow-imports"),
+    ("[model]", '[model]\nloss = "hinge"', "model.loss", "mse"),
+    ("depth = [2]", "", "axes.depth", "a value or list"),
+]
+
+
+@pytest.mark.parametrize("old,new,key,allowed", BAD, ids=[b[2] + ":" + b[1][:20] for b in BAD])
+def test_bad_input_names_key_value_and_allowed(old, new, key, allowed, tmp_path, capsys):
+    assert old in BASE
+    text = BASE.replace(old, new)
+    with pytest.raises(SpecError) as info:
+        spec_module.parse(text, source="bad.toml")
+    message = str(info.value)
+    assert message.startswith(f"bad.toml: {key}:"), message
+    assert allowed in message
+
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    assert key in capsys.readouterr().err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_malformed_toml_and_missing_file(tmp_path, capsys):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n[axes")
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "valid TOML" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "default" in capsys.readouterr().err  # lists the built-in sweeps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.toml"]
+
+
+def test_unwritable_output_is_bad_input_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "ok.toml"
+    path.write_text(BASE)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["run", str(path), "--out", str(blocker), "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert cli.main(["run", str(path), "--out", str(blocker / "run"), "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root can write anywhere
+        assert cli.main(["run", str(path), "--out", str(locked / "run"), "--quiet"]) == 2
+        assert "writ" in capsys.readouterr().err
+    assert blocker.read_text() == "x"
+
+
+def test_bad_cli_values_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["theory", "--activation", "tanh", "--sigma-b2", "nan"])
+    assert info.value.code == 2
+    assert "finite" in capsys.readouterr().err
+    assert cli.main(["theory", "--activation", "tanhh"]) == 2
+    assert "tanhh" in capsys.readouterr().err
