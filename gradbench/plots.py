@@ -1,0 +1,589 @@
+"""Figures from run tables: phase diagrams, regime maps, ratio curves and layer profiles.
+
+The only gradbench module that imports matplotlib. Every function takes pandas DataFrames with the
+columns of docs/results.md and returns a `matplotlib.figure.Figure`; nothing here touches JAX, so a
+stored run can be re-plotted without compiling anything. Figures are built with `Figure` rather than
+pyplot, so they hold no global state and need no closing.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # respect a backend the user already chose (notebooks)
+    matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.collections import PatchCollection  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap, SymLogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+REGIMES = ("vanishing", "stable", "exploding", "nonfinite")
+REGIME_COLOURS = {
+    "vanishing": "#2c7bb6",
+    "stable": "#a6d96a",
+    "exploding": "#d7191c",
+    "nonfinite": "#1a1a1a",
+}
+NONFINITE_STYLE = {"facecolor": REGIME_COLOURS["nonfinite"], "linewidth": 0}
+UNMEASURED_STYLE = {"facecolor": "0.85", "edgecolor": "0.45", "hatch": "///", "linewidth": 0}
+THEORY = {"color": "#00a050", "lw": 2}
+ID_COLUMNS = ("config_id", "group", "replicate", "seed")  # identify a config, do not describe it
+SCALE_AXES = ("sigma_w2", "sigma_w")
+RESULT_COLUMNS = {"regime", "underflow", "nonfinite", "threshold", "flag", "q", "chi1", "q_star",
+                  "xi_c"}  # fmt: skip
+LABELS = {
+    "sigma_w2": r"$\sigma_w^2$",
+    "sigma_w": r"$\sigma_w$",
+    "sigma_b2": r"$\sigma_b^2$",
+    "sigma_b": r"$\sigma_b$",
+    "depth": "depth $L$",
+    "layer": "layer $l$ (1 = first hidden)",
+    "log10_delta_ratio": r"$r = \log_{10}(\|\delta_1\| / \|\delta_L\|)$",
+    "log10_grad_w_ratio": r"$\log_{10}(\|\partial J/\partial W_1\| / \|\partial J/\partial W_L\|)$",
+    "log10_grad_b_ratio": r"$\log_{10}(\|\partial J/\partial b_1\| / \|\partial J/\partial b_L\|)$",
+    "log10_delta": r"$\log_{10}\|\delta_l\| = \log_{10}\|\partial J/\partial z_l\|$",
+    "log10_grad_w": r"$\log_{10}\|\partial J/\partial W_l\|_F$",
+    "log10_grad_b": r"$\log_{10}\|\partial J/\partial b_l\|$",
+    "log10_q": r"$\log_{10} q_l$ (forward second moment)",
+}
+
+
+def label(name: str) -> str:
+    """The axis label of a column (mathtext where it helps)."""
+    return LABELS.get(name, name)
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float | np.floating) else str(v)
+
+
+def _is_result(column: str) -> bool:
+    """A measured or derived column of summary/layers, as opposed to a config column."""
+    if column in RESULT_COLUMNS:
+        return True
+    return column.startswith(("log10_", "predicted_")) or column.endswith(("_growth", "_ratio"))
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of `df` that describe a configuration (axes), not ids and not results."""
+    return [c for c in df.columns if c not in ID_COLUMNS and c != "layer" and not _is_result(c)]
+
+
+def _facet_cols(facet: str | Sequence[str] | None) -> list[str]:
+    return [facet] if isinstance(facet, str) else list(facet or [])
+
+
+def _facets(df: pd.DataFrame, facet: str | Sequence[str] | None) -> list[tuple[str, pd.DataFrame]]:
+    """Split `df` into (title, part), one per combination of the facet columns."""
+    cols = _facet_cols(facet)
+    if not cols:
+        return [("", df)]
+    out = []
+    for key, part in df.groupby(cols, sort=True, observed=True, dropna=False):
+        pairs = zip(cols, key if isinstance(key, tuple) else (key,), strict=True)
+        out.append((", ".join(f"{label(c)} = {_fmt(v)}" for c, v in pairs), part))
+    return out
+
+
+def _grid(n: int, extra_w: float = 1.4) -> tuple[Figure, list]:
+    """n panels on a grid of up to 3 columns sharing both axes; ticks shown on the outer panels."""
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(4.2 * ncols + extra_w, 3.3 * nrows + 1.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    for i, ax in enumerate(axes[:n]):  # a panel with no panel below it keeps its x tick labels
+        ax.tick_params(labelbottom=i + ncols >= n, labelleft=i % ncols == 0)
+    return fig, list(axes[:n])
+
+
+def _finish(fig: Figure, axes, x: str, y: str, suptitle: str, handles, **legend) -> Figure:
+    ncols = axes[0].get_subplotspec().get_gridspec().ncols
+    for i, ax in enumerate(axes):
+        ax.set_xlabel(label(x) if i + ncols >= len(axes) else "")
+        ax.set_ylabel(label(y) if i % ncols == 0 else "")
+    if handles:
+        fig.legend(handles=handles, frameon=False, fontsize=8, **legend)
+    fig.suptitle(suptitle, fontsize=11)
+    return fig
+
+
+def _edges(values: np.ndarray, log: bool) -> np.ndarray:
+    """Cell edges around sorted cell centres (geometric midpoints on a log axis)."""
+    v = np.asarray(values, dtype=float)
+    if log:
+        return 10.0 ** _edges(np.log10(v), False)
+    if v.size == 1:
+        return v[0] + np.array([-0.5, 0.5]) * (abs(v[0]) or 1.0)
+    mid = (v[1:] + v[:-1]) / 2
+    return np.concatenate([[2 * v[0] - mid[0]], mid, [2 * v[-1] - mid[-1]]])
+
+
+def _usable_log(values, log: bool) -> bool:
+    return bool(log) and bool(np.all(np.asarray(values, dtype=float) > 0))
+
+
+def _axis_style(ax, which: str, values, log: bool) -> None:
+    """Log scale where asked; ticks at the swept values when there are few of them."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if log:
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if len(values) <= 10:
+        axis.set_ticks(list(values), labels=[_fmt(float(v)) for v in values])
+        axis.set_minor_locator(NullLocator())
+
+
+def is_log_axis(manifest: Mapping, summary: pd.DataFrame, name: str | None) -> bool:
+    """Whether to draw axis `name` on a log scale.
+
+    Log when the sweep declared it logspace, or when its positive values are evenly spaced in log
+    and not in linear terms (a depth list such as 8, 16, 32, 64).
+    """
+    if name is None or name not in summary:
+        return False
+    v = np.unique(pd.to_numeric(summary[name], errors="coerce").dropna().to_numpy(dtype=float))
+    if v.size == 0 or np.any(v <= 0):
+        return False
+    if ((manifest.get("axes") or {}).get(name) or {}).get("scale") == "log":
+        return True
+    if v.size < 3 or v[-1] / v[0] < 8:
+        return False
+    dlin, dlog = np.diff(v), np.diff(np.log(v))
+    return bool(np.ptp(dlog) < 0.1 * dlog.mean() and np.ptp(dlin) > 0.5 * dlin.mean())
+
+
+def infer_axes(
+    summary: pd.DataFrame, manifest: Mapping | None = None
+) -> tuple[str | None, str | None, list[str] | None]:
+    """Choose (x, y, facet) for the diagrams from the swept axes.
+
+    x prefers the weight scale (in the units the sweep used), y prefers depth, then the bias scale;
+    every other axis with more than one value becomes a facet column (several are combined into one
+    facet label). x or y is None when fewer numeric axes were swept.
+    """
+    declared = (manifest or {}).get("axes") or {}
+    swept = [
+        a
+        for a, spec in declared.items()
+        if a in summary and a not in ID_COLUMNS and len((spec or {}).get("values", [])) > 1
+    ]
+    if not swept:  # no manifest: what varies in the table, one of each sigma pair
+        swept = [c for c in config_columns(summary) if c != "init_family"]
+        swept = [c for c in swept if summary[c].nunique(dropna=False) > 1]
+        swept = [c for c in swept if not (c in ("sigma_w", "sigma_b") and f"{c}2" in swept)]
+    numeric = [a for a in swept if pd.api.types.is_numeric_dtype(summary[a])]
+    x = next((a for a in ("sigma_w2", "sigma_w", "sigma_b2", "sigma_b") if a in numeric), None)
+    x = x or (numeric[0] if numeric else None)
+    rest = [a for a in numeric if a != x]
+    order_y = ("depth", "sigma_b2", "sigma_b", "width")
+    y = next((a for a in order_y if a in rest), rest[0] if rest else None)
+    facet = [a for a in swept if a not in (x, y)]
+    return x, y, facet or None
+
+
+def _cells(part: pd.DataFrame, x: str, y: str, value: str):
+    """Per (y, x) cell: the mean over replicates (NaN unless every replicate is finite) and flags.
+
+    Returns (xs, ys, grid) with grid columns (quantity, x value) and rows y values.
+    """
+    v = part[value].astype(float)
+    bad = part["regime"].eq("nonfinite") if "regime" in part else pd.Series(np.isinf(v), part.index)
+    tmp = pd.DataFrame({y: part[y], x: part[x], "v": v.where(np.isfinite(v)), "bad": bad})
+    agg = tmp.groupby([y, x], sort=True).agg(
+        mean=("v", "mean"), finite=("v", "count"), n=("v", "size"), nonfinite=("bad", "any")
+    )
+    agg["mean"] = agg["mean"].where(agg["finite"] == agg["n"])
+    agg["unmeasured"] = agg["mean"].isna() & ~agg["nonfinite"]
+    xs = np.sort(part[x].unique()).astype(float)
+    ys = np.sort(part[y].unique()).astype(float)
+    return xs, ys, agg.unstack(x).reindex(index=ys)
+
+
+def _mark(ax, xe, ye, mask: np.ndarray, gid: str, style: Mapping) -> int:
+    """Cover the masked cells with one PatchCollection tagged `gid`; returns the number marked."""
+    rows, cols = np.nonzero(mask)
+    rects = [
+        Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i])
+        for i, j in zip(rows, cols, strict=True)
+    ]
+    if rects:
+        coll = PatchCollection(rects, **style)
+        coll.set_gid(gid)
+        ax.add_collection(coll)
+    return len(rects)
+
+
+def crossing(xs: np.ndarray, f: np.ndarray, level: float) -> float | None:
+    """First x where f crosses `level` (linear interpolation), or None."""
+    ok = np.isfinite(f)
+    xs, g = np.asarray(xs, dtype=float)[ok], f[ok] - level
+    for i in range(len(g)):
+        if g[i] == 0:
+            return float(xs[i])
+        if i + 1 < len(g) and g[i] * g[i + 1] < 0:
+            return float(xs[i] - g[i] * (xs[i + 1] - xs[i]) / (g[i + 1] - g[i]))
+    return None
+
+
+def _symlog_ticks(t: float, vmax: float) -> list[float]:
+    """0, +-t and the powers of ten beyond t up to vmax, for a symlog axis with linthresh t."""
+    mags = [t, *(10.0**k for k in range(1, 8) if t < 10.0**k <= vmax)]
+    return sorted({0.0, *mags, *(-m for m in mags)})
+
+
+def _in_range(z: np.ndarray, levels: Sequence[float]) -> list[float]:
+    z = z[np.isfinite(z)]
+    return [lv for lv in levels if z.size and z.min() < lv < z.max()]
+
+
+def _theory(ax, part, x, y, xs, ys, threshold: float | None) -> list[Line2D]:
+    """Overlay mean-field predictions when the summary carries them; returns legend handles.
+
+    chi_1 = 1, interpolated along x for every y value; and, when `threshold` is given, the contour
+    where the predicted r reaches -t and +t (the depth where |predicted r| = t on a depth diagram).
+    """
+    handles = []
+    if "chi1" in part and x in SCALE_AXES:
+        chi = part.groupby([y, x])["chi1"].mean().unstack(x).reindex(index=ys, columns=xs)
+        pts = [(c, yv) for yv in ys if (c := crossing(xs, chi.loc[yv].to_numpy(float), 1.0))]
+        if pts:
+            px, py = zip(*pts, strict=True)
+            ax.plot(px, py, ls="-.", marker="o" if len(pts) == 1 else "", gid="chi1", **THEORY)
+            handles.append(Line2D([], [], ls="-.", label=r"theory $\chi_1 = 1$", **THEORY))
+    pred = "predicted_log10_delta_ratio"
+    if threshold is not None and pred in part and len(xs) > 1 and len(ys) > 1:
+        p = part.groupby([y, x])[pred].mean().unstack(x).reindex(index=ys, columns=xs)
+        p = np.ma.masked_invalid(p.to_numpy(float))
+        if levels := _in_range(p.filled(np.nan), (-threshold, threshold)):
+            cs = ax.contour(
+                xs,
+                ys,
+                p,
+                levels=levels,
+                colors=THEORY["color"],
+                linestyles=":",
+                linewidths=THEORY["lw"],
+            )
+            cs.set_gid("theory")
+            handles.append(Line2D([], [], ls=":", label=f"theory |r| = {threshold:g}", **THEORY))
+    return handles
+
+
+def phase_diagram(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    threshold: float,
+    facet: str | Sequence[str] | None = None,
+    value: str = "log10_delta_ratio",
+    log_x: bool = False,
+    log_y: bool = False,
+) -> Figure:
+    """Heatmap of the mean over replicates of `value` over two swept axes, one panel per facet.
+
+    Colours: a diverging map centred at 0, linear within +-t and logarithmic beyond (so r = -2 and
+    r = -60 both read), clipped symmetrically at the 98th percentile of |value| (at least 1.5 t).
+    Black lines are the contours at -t (dashed, "vanishing") and +t (solid, "exploding"). Cells
+    where a replicate produced NaN/Inf are black; cells with a replicate that could not be measured
+    (underflow) are hatched.
+    Mean-field predictions are overlaid in green where the summary carries them (theory predicts
+    the delta, so the predicted-r contours appear only for `value="log10_delta_ratio"`).
+    """
+    t = float(threshold)
+    short = "|r|" if value == "log10_delta_ratio" else "|value|"
+    size = np.abs(summary[value].to_numpy(float))
+    size = size[np.isfinite(size)]
+    p98 = float(np.percentile(size, 98)) if size.size else 0.0
+    vmax = max(p98, 1.5 * t)
+    why = f"98th percentile of {short}" if p98 >= 1.5 * t else "1.5 t"
+    # linear within the stable band +-t, logarithmic beyond: both the threshold and r ~ -60 show
+    norm = SymLogNorm(linthresh=t, linscale=1.0, vmin=-vmax, vmax=vmax, base=10)
+    log_x, log_y = _usable_log(summary[x], log_x), _usable_log(summary[y], log_y)
+    parts = _facets(summary, facet)
+    fig, axes = _grid(len(parts))
+    seen, handles, mesh = {"nonfinite": 0, "unmeasured": 0, "contours": 0}, {}, None
+    for ax, (title, part) in zip(axes, parts, strict=True):
+        xs, ys, grid = _cells(part, x, y, value)
+        z = grid["mean"].reindex(columns=xs).to_numpy(float)
+        xe, ye = _edges(xs, log_x), _edges(ys, log_y)
+        mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(z), cmap="RdBu_r", norm=norm)
+        for kind, style in (("nonfinite", NONFINITE_STYLE), ("unmeasured", UNMEASURED_STYLE)):
+            mask = grid[kind].reindex(columns=xs).eq(True).to_numpy()
+            seen[kind] += _mark(ax, xe, ye, mask, kind, style)
+        levels = _in_range(z, (-t, t)) if len(xs) > 1 and len(ys) > 1 else []
+        if levels:
+            cs = ax.contour(
+                xs,
+                ys,
+                np.ma.masked_invalid(z),
+                levels=levels,
+                colors="black",
+                linestyles=["--" if lv < 0 else "-" for lv in levels],
+                linewidths=1.3,
+            )
+            cs.set_gid("threshold")
+            seen["contours"] += 1
+            ax.clabel(cs, fmt={-t: "vanishing", t: "exploding"}, fontsize=8)
+        on_delta = t if value == "log10_delta_ratio" else None
+        handles.update((h.get_label(), h) for h in _theory(ax, part, x, y, xs, ys, on_delta))
+        _axis_style(ax, "x", xs, log_x)
+        _axis_style(ax, "y", ys, log_y)
+        ax.set_title(title, fontsize=9)
+    cbar = fig.colorbar(mesh, ax=axes, extend="both", shrink=0.9)
+    cbar.set_ticks(_symlog_ticks(t, vmax), labels=[f"{v:g}" for v in _symlog_ticks(t, vmax)])
+    cbar.set_label(
+        f"{label(value)}, mean over replicates\n"
+        f"symlog colours (linear within ±t), clipped at ±{vmax:.3g} ({why})",
+        fontsize=8,
+    )
+    for lv in (-t, t):
+        cbar.ax.axhline(lv, color="black", lw=1, ls="--" if lv < 0 else "-")
+    legend = [
+        Line2D([], [], color="black", ls="--", label=f"{-t:g}: vanishing below"),
+        Line2D([], [], color="black", ls="-", label=f"+{t:g}: exploding above"),
+    ][: 2 * bool(seen["contours"])] + list(handles.values())
+    if seen["nonfinite"]:
+        legend.append(Patch(**NONFINITE_STYLE, label="NaN/Inf in a replicate"))
+    if seen["unmeasured"]:
+        legend.append(Patch(**UNMEASURED_STYLE, label="not measurable (underflow or zero)"))
+    title = f"{label(value)} over {label(x)} and {label(y)}; threshold t = {t:g}"
+    return _finish(
+        fig, axes, x, y, title, legend, loc="outside lower center", ncols=min(len(legend), 3)
+    )
+
+
+def regime_map(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    facet: str | Sequence[str] | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> Figure:
+    """Categorical map of the majority regime over replicates (ties go to the more severe regime).
+
+    Cells where the replicates disagree carry a white dot.
+    """
+    severity = ["nonfinite", "exploding", "vanishing", "stable"]  # idxmax keeps the first maximum
+    cmap = ListedColormap([REGIME_COLOURS[r] for r in REGIMES])
+    norm = BoundaryNorm(np.arange(len(REGIMES) + 1) - 0.5, len(REGIMES))
+    log_x, log_y = _usable_log(summary[x], log_x), _usable_log(summary[y], log_y)
+    parts = _facets(summary, facet)
+    fig, axes = _grid(len(parts))
+    legend = [Patch(color=REGIME_COLOURS[r], label=r) for r in REGIMES]
+    extra: dict[str, Line2D] = {}
+    for ax, (title, part) in zip(axes, parts, strict=True):
+        counts = part.groupby([y, x])["regime"].value_counts().unstack(fill_value=0)
+        counts = counts.reindex(columns=severity, fill_value=0)
+        total = counts.sum(axis=1)
+        code = counts.idxmax(axis=1).map(REGIMES.index).where(total > 0)
+        xs = np.sort(part[x].unique()).astype(float)
+        ys = np.sort(part[y].unique()).astype(float)
+        z = code.unstack(x).reindex(index=ys, columns=xs).to_numpy(float)
+        xe, ye = _edges(xs, log_x), _edges(ys, log_y)
+        ax.pcolormesh(xe, ye, np.ma.masked_invalid(z), cmap=cmap, norm=norm)
+        mixed = counts[(counts.max(axis=1) < total) & (total > 0)].index
+        if len(mixed):
+            my, mx = zip(*mixed, strict=True)
+            ax.scatter(
+                mx, my, s=9, color="white", edgecolors="0.3", linewidths=0.5, zorder=3, gid="mixed"
+            )
+            extra["mixed"] = Line2D(
+                [], [], ls="", marker="o", mfc="white", mec="0.3", label="replicates disagree"
+            )
+        extra.update((h.get_label(), h) for h in _theory(ax, part, x, y, xs, ys, None))
+        _axis_style(ax, "x", xs, log_x)
+        _axis_style(ax, "y", ys, log_y)
+        ax.set_title(title, fontsize=9)
+    n_rep = summary["replicate"].nunique() if "replicate" in summary else 1
+    title = f"Regime of the backward signal (majority of {n_rep} replicates)"
+    return _finish(
+        fig,
+        axes,
+        x,
+        y,
+        title,
+        legend + list(extra.values()),
+        loc="outside right center",
+        title="regime",
+    )
+
+
+def _representative(
+    df: pd.DataFrame, keep: Sequence[str | None], axes: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Fix every varying column of `axes` outside `keep` at one value (depth at its largest).
+
+    Columns determined by `keep` (sigma_w by sigma_w2, init_family by init) are left alone, so
+    lines never silently average over an axis. Returns the filtered frame and "name = value" notes.
+    """
+    keep = [k for k in keep if k]
+    free = [c for c in axes if c not in ID_COLUMNS and c not in keep]
+    notes = []
+    for col in sorted(free, key=lambda c: c != "depth"):
+        if df[col].nunique(dropna=False) <= 1:
+            continue
+        if keep and df.groupby(keep, observed=True)[col].nunique(dropna=False).max() <= 1:
+            continue
+        pick = df[col].max() if col == "depth" else df[col].mode().sort_values().iloc[0]
+        df = df[df[col] == pick]
+        notes.append(f"{label(col)} = {_fmt(pick)}")
+    return df, notes
+
+
+def _lines(df, x, value, hue, facet, max_lines, title, threshold=None, log_x=False) -> Figure:
+    """Panels of `value` against `x`: a line per (thinned) hue value, a min-max replicate band."""
+    hue_col = order = palette = None
+    if hue is not None and hue in df:
+        values = np.sort(df[hue].unique())
+        if len(values) > max_lines:
+            values = values[
+                np.unique(np.linspace(0, len(values) - 1, max_lines).round().astype(int))
+            ]
+        df = df[df[hue].isin(values)].assign(_hue=lambda d: d[hue].map(_fmt))
+        hue_col, order = "_hue", [_fmt(v) for v in values]
+        palette = dict(zip(order, sns.color_palette("viridis", len(order)), strict=True))
+    parts = _facets(df, facet)
+    fig, axes = _grid(len(parts), extra_w=1.8)
+    legend: list = []
+    crosses = False
+    for ax, (name, part) in zip(axes, parts, strict=True):
+        if threshold is not None:
+            ax.axhspan(-threshold, threshold, color="0.92", zorder=0)
+            for lv in (-threshold, threshold):
+                ax.axhline(lv, color="black", lw=1, ls="--" if lv < 0 else "-")
+        sns.lineplot(
+            data=part,
+            x=x,
+            y=value,
+            hue=hue_col,
+            hue_order=order,
+            palette=palette,
+            errorbar=("pi", 100),
+            marker="o" if part[x].nunique() <= 20 else "",
+            markersize=3,
+            legend=bool(hue_col),
+            ax=ax,
+        )
+        if threshold is not None and "regime" in part:
+            bad = np.sort(part.loc[part["regime"].eq("nonfinite"), x].unique())
+            if bad.size:
+                crosses = True
+                ax.plot(
+                    bad,
+                    np.full(bad.size, 0.97),
+                    "x",
+                    color="black",
+                    gid="nonfinite",
+                    transform=ax.get_xaxis_transform(),
+                )
+        if log_x:
+            ax.set_xscale("log")
+        if threshold is not None:  # linear within the stable band, logarithmic beyond
+            ticks = _symlog_ticks(threshold, float(np.nanmax(np.abs(df[value]), initial=0.0)))
+            ax.set_yscale("symlog", linthresh=threshold)
+            ax.set_yticks(ticks, labels=[f"{v:g}" for v in ticks])
+            ax.yaxis.set_minor_locator(NullLocator())
+        if (leg := ax.get_legend()) is not None:
+            if not legend:  # one shared legend: the palette is the same in every panel
+                pairs = zip(leg.legend_handles, leg.get_texts(), strict=True)
+                legend = [
+                    Line2D(
+                        [],
+                        [],
+                        color=h.get_color(),
+                        marker=h.get_marker(),
+                        markersize=3,
+                        label=t.get_text(),
+                    )
+                    for h, t in pairs
+                ]
+            leg.remove()
+        ax.set_title(name, fontsize=9)
+    if threshold is not None:
+        legend.append(Line2D([], [], color="black", label=f"±t = ±{threshold:g}"))
+        if crosses:
+            legend.append(Line2D([], [], ls="", marker="x", color="black", label="NaN/Inf"))
+    return _finish(
+        fig,
+        axes,
+        x,
+        value,
+        title,
+        legend,
+        loc="outside right center",
+        title=label(hue) if hue_col else None,
+    )
+
+
+def layer_profiles(
+    layers: pd.DataFrame,
+    configs: pd.DataFrame,
+    *,
+    hue: str | None = "sigma_w2",
+    facet: str | Sequence[str] | None = None,
+    value: str = "log10_delta",
+    max_lines: int = 8,
+) -> Figure:
+    """`value` (log10 ||delta_l||, log10_grad_w, log10_q ...) against the layer index.
+
+    One line per value of `hue` (at most `max_lines`, evenly chosen), a band from the smallest to
+    the largest replicate, one panel per facet. Axes that are neither hue nor facet are held at one
+    value (depth at its largest), which the title states.
+    """
+    df = layers.merge(configs, on="config_id", how="inner", suffixes=("", "_config"))
+    df, notes = _representative(df, [hue, *_facet_cols(facet)], list(configs.columns))
+    n_rep = df["replicate"].nunique() if "replicate" in df else 1
+    fixed = f"; {', '.join(notes)}" if notes else ""
+    title = f"{label(value)} by layer; band: min to max over {n_rep} replicates{fixed}"
+    return _lines(df, "layer", value, hue, facet, max_lines, title)
+
+
+def ratio_curves(
+    summary: pd.DataFrame,
+    x: str,
+    *,
+    threshold: float,
+    hue: str | None = None,
+    facet: str | Sequence[str] | None = None,
+    value: str = "log10_delta_ratio",
+    log_x: bool = False,
+    max_lines: int = 8,
+) -> Figure:
+    """`value` against one swept axis, a line per `hue` value, the stable band |value| < t shaded.
+
+    x positions where a replicate produced NaN/Inf are marked with a cross at the top of the panel.
+    Axes that are neither x, hue nor facet are held at one value (depth at its largest).
+    """
+    keep = [x, hue, *_facet_cols(facet)]
+    df, notes = _representative(summary, keep, config_columns(summary))
+    n_rep = df["replicate"].nunique() if "replicate" in df else 1
+    fixed = f"; {', '.join(notes)}" if notes else ""
+    title = f"{label(value)} against {label(x)}; band: min to max over {n_rep} replicates{fixed}"
+    log_x = _usable_log(df[x], log_x)
+    return _lines(df, x, value, hue, facet, max_lines, title, float(threshold), log_x)
+
+
+def save(fig: Figure, directory: str | Path, stem: str, *, dpi: int = 130) -> list[Path]:
+    """Write `fig` as `<stem>.png` and `<stem>.svg` into `directory`; returns both paths."""
+    if not stem or Path(stem).name != stem or stem in (".", ".."):
+        raise ValueError(f"`plots.save`: stem must be a plain file name, got {stem!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    png, svg = directory / f"{stem}.png", directory / f"{stem}.svg"
+    fig.savefig(png, dpi=dpi)
+    fig.savefig(svg, metadata={"Date": None})
+    return [png, svg]

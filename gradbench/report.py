@@ -1,0 +1,560 @@
+"""The report of a run: figures, findings computed from its tables, `index.html` and `report.md`.
+
+Reads only the run's tables and manifest (pandas) and draws with `gradbench.plots`; never touches
+JAX, so `gradbench report RUN_DIR` re-renders a stored run without compiling anything. Every number
+in the text is computed here from the tables; none is typed in.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from gradbench import plots
+
+SYMBOLS = {"sigma_w2": "σ_w²", "sigma_w": "σ_w", "sigma_b2": "σ_b²", "sigma_b": "σ_b"}
+SEVERITY = ("nonfinite", "exploding", "vanishing", "stable")  # ties go to the first
+
+
+class RunLike(Protocol):
+    """What `write_report` needs of a run (`gradbench.results.Run` provides it)."""
+
+    path: Path
+    configs: pd.DataFrame
+    layers: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: Mapping[str, Any]
+    spec_text: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence about the run and the numbers it states, exactly as computed from the tables.
+
+    Attributes:
+        text: the sentence (numbers shown to 3 significant digits).
+        numbers: name -> value of every number in `text`, unrounded.
+        facet: the facet (axis -> value) the sentence is about; empty for the whole run.
+        kind: "regimes", "critical", "factor", "nonfinite" or "underflow".
+    """
+
+    text: str
+    numbers: dict[str, float] = field(default_factory=dict)
+    facet: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+
+
+def fmt(v: float) -> str:
+    """Numbers in reports: 3 significant digits."""
+    return f"{float(v):.3g}"
+
+
+def _symbol(name: str) -> str:
+    return SYMBOLS.get(name, name)
+
+
+def _majority(regimes: pd.Series) -> str:
+    counts = regimes.value_counts()
+    return max(counts.index, key=lambda r: (counts[r], -SEVERITY.index(r) if r in SEVERITY else -9))
+
+
+def _runs(values: np.ndarray, chosen: np.ndarray) -> list[tuple[float, float]]:
+    """Maximal runs of consecutive grid values for which `chosen` holds, as (first, last)."""
+    runs, start = [], None
+    for i, ok in enumerate(chosen):
+        if ok and start is None:
+            start = i
+        if start is not None and (not ok or i == len(chosen) - 1):
+            end = i if ok else i - 1
+            runs.append((float(values[start]), float(values[end])))
+            start = None
+    return runs
+
+
+def _span(sym: str, runs: list[tuple[float, float]]) -> str:
+    """ "σ_w² = 4" or "σ_w² in 0.5–1, 3.5"."""
+    if len(runs) == 1 and runs[0][0] == runs[0][1]:
+        return f"{sym} = {fmt(runs[0][0])}"
+    return f"{sym} in " + ", ".join(fmt(a) if a == b else f"{fmt(a)}–{fmt(b)}" for a, b in runs)
+
+
+def scale_axis(summary: pd.DataFrame) -> str | None:
+    """The swept weight scale (sigma_w2 preferred when both columns vary), or None."""
+    return next((a for a in plots.SCALE_AXES if a in summary and summary[a].nunique() > 1), None)
+
+
+def finding_facets(summary: pd.DataFrame, scale: str | None) -> list[str]:
+    """Varying config columns other than the scale and depth (sigma_w2 stands for sigma_w)."""
+    cols = [c for c in plots.config_columns(summary) if c != "init_family"]
+    cols = [c for c in cols if summary[c].nunique(dropna=False) > 1]
+    drop = {scale, "depth"}
+    if scale in plots.SCALE_AXES:
+        drop |= set(plots.SCALE_AXES)
+    drop |= {c[:-1] for c in ("sigma_w2", "sigma_b2") if c in cols}
+    return [c for c in cols if c not in drop]
+
+
+def _facet_name(summary: pd.DataFrame, facets: list[str], key: tuple) -> str:
+    """ "relu/he, σ_b² = 0.05": activation and init by value (also when fixed), others by name."""
+    values = dict(zip(facets, key, strict=True))
+    lead = [c for c in ("activation", "init") if c in values or c in summary]
+    words = [
+        str(values.get(c, summary[c].iloc[0]))
+        for c in lead
+        if c in values or summary[c].nunique() == 1
+    ]
+    rest = [
+        f"{_symbol(c)} = {fmt(v) if isinstance(v, int | float) else v}"
+        for c, v in values.items()
+        if c not in lead
+    ]
+    return ", ".join(["/".join(words)] * bool(words) + rest) or "all configs"
+
+
+def findings(summary: pd.DataFrame, threshold: float, *, scale: str | None = None) -> list[Finding]:
+    """Sentences about the run, every number computed from `summary`.
+
+    Per facet (activation, init and any other swept axis except the weight scale and depth), at the
+    largest depth: which grid values of the scale are vanishing/stable/exploding (majority of
+    replicates), where the measured growth rate crosses zero (and where theory puts chi_1 = 1), and
+    the per-layer factor 10^mean(delta_growth) and the ratio 10^mean(r) at the smallest, the most
+    nearly critical and the largest scale. Then the count of non-finite and underflowed configs.
+
+    Args:
+        summary: the run's summary table (docs/results.md).
+        threshold: t of the regime rule.
+        scale: the scale axis; by default the swept one of sigma_w2, sigma_w.
+    """
+    scale = scale or scale_axis(summary)
+    facets = finding_facets(summary, scale)
+    groups = summary.groupby(facets, sort=True, observed=True) if facets else [((), summary)]
+    out: list[Finding] = []
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        name = _facet_name(summary, facets, key)
+        facet = dict(zip(facets, key, strict=True))
+        depth = int(part["depth"].max())
+        deep = part[part["depth"] == depth]
+        if scale is not None:
+            out.append(_regimes(name, facet, deep, scale, depth, threshold))
+            out += _critical(name, facet, deep, scale, depth)
+        out += _factors(name, facet, deep, scale, depth)
+    out.append(_nonfinite(summary, scale))
+    if "underflow" in summary and summary["underflow"].astype(bool).any():
+        n = int(summary["underflow"].astype(bool).sum())
+        out.append(
+            Finding(
+                f"{n} config{'s' * (n != 1)} underflowed (a gradient was zero or subnormal in "
+                "the compute dtype): their r is not a number and their regime comes from the "
+                "bound on r.",
+                {"count": n},
+                kind="underflow",
+            )
+        )
+    return out
+
+
+def _regimes(name, facet, deep, scale, depth, t) -> Finding:
+    by = deep.groupby(scale)["regime"].agg(_majority).sort_index()
+    values = by.index.to_numpy(float)
+    sym, pieces, numbers = _symbol(scale), [], {"depth": depth, "threshold": float(t)}
+    for regime, members in (
+        ("vanishing", ("vanishing",)),
+        ("stable", ("stable",)),
+        ("exploding", ("exploding", "nonfinite")),
+    ):
+        chosen = by.isin(members).to_numpy()
+        if not chosen.any():
+            continue
+        runs = _runs(values, chosen)
+        numbers |= {f"{regime}_min": runs[0][0], f"{regime}_max": runs[-1][1]}
+        pieces.append(f"{regime} for {_span(sym, runs)}")
+    n_stable = int((by == "stable").sum())
+    numbers |= {"stable_count": n_stable, "grid_count": len(values)}
+    stable = (
+        f" ({n_stable} of {len(values)} grid values stable)"
+        if n_stable
+        else (f"; no grid value of {sym} is stable")
+    )
+    text = (
+        f"{name}, depth {depth} (majority of replicates, t = {fmt(t)}): "
+        f"{'; '.join(pieces)}{stable}."
+    )
+    return Finding(text, numbers, facet, "regimes")
+
+
+def _per_scale(deep: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """Mean over the replicates with a finite growth and ratio, per scale value."""
+    ok = np.isfinite(deep["delta_growth"]) & np.isfinite(deep["log10_delta_ratio"])
+    cols = ["delta_growth", "log10_delta_ratio"]
+    cols += [c for c in ("log10_grad_w_ratio", "chi1") if c in deep]
+    grouped = deep[ok].groupby(scale)
+    return grouped[cols].mean().assign(replicates=grouped.size()).sort_index()
+
+
+def _critical(name, facet, deep, scale, depth) -> list[Finding]:
+    means = _per_scale(deep, scale)
+    if len(means) < 2:
+        return []
+    xs, sym = means.index.to_numpy(float), _symbol(scale)
+    cross = plots.crossing(xs, means["delta_growth"].to_numpy(float), 0.0)
+    if cross is None:
+        verb = "grows" if (means["delta_growth"] > 0).all() else "shrinks"
+        text = (
+            f"{name}: the backward signal {verb} at every {sym} in "
+            f"{fmt(xs[0])}–{fmt(xs[-1])} (depth {depth}); no critical point in the grid."
+        )
+        return [
+            Finding(
+                text, {"scale_min": xs[0], "scale_max": xs[-1], "depth": depth}, facet, "critical"
+            )
+        ]
+    text = f"{name}: the measured growth of ‖δ‖ per layer crosses zero at {sym} ≈ {fmt(cross)}"
+    numbers = {"critical": cross, "depth": depth}
+    theory = plots.crossing(xs, means["chi1"].to_numpy(float), 1.0) if "chi1" in means else None
+    if theory is not None:
+        text += f"; mean-field theory puts χ₁ = 1 at {sym} ≈ {fmt(theory)}"
+        numbers["theory_critical"] = theory
+    return [Finding(f"{text} (depth {depth}).", numbers, facet, "critical")]
+
+
+def _factors(name, facet, deep, scale, depth) -> list[Finding]:
+    if scale is None:
+        means = _per_scale(deep.assign(_all=0), "_all")
+    else:
+        means = _per_scale(deep, scale)
+    if means.empty:
+        return []
+    picks = [means.index[0], means["delta_growth"].abs().idxmin(), means.index[-1]]
+    out = []
+    for s in dict.fromkeys(picks):  # unique, in order
+        row = means.loc[s]
+        g, r = float(row["delta_growth"]), float(row["log10_delta_ratio"])
+        where = f"{name}, {_symbol(scale)} = {fmt(s)}" if scale else name
+        verb = "changes" if fmt(10**g) == "1" else "grows" if g > 0 else "shrinks"
+        text = (
+            f"{where}: the backward signal {verb} ×{fmt(10**g)} per layer toward the input; "
+            f"at depth {depth} the first layer receives 10^{fmt(r)} of the last layer's "
+            f"gradient (mean of {int(row['replicates'])} replicates)"
+        )
+        numbers = {
+            "factor": 10**g,
+            "log10_delta_ratio": r,
+            "depth": depth,
+            "replicates": int(row["replicates"]),
+        }
+        if scale:
+            numbers["scale"] = float(s)
+        if "log10_grad_w_ratio" in row and np.isfinite(row["log10_grad_w_ratio"]):
+            numbers["log10_grad_w_ratio"] = float(row["log10_grad_w_ratio"])
+            text += f"; for ‖∂J/∂W‖ the ratio is 10^{fmt(row['log10_grad_w_ratio'])}"
+        if "chi1" in row and np.isfinite(row["chi1"]):
+            numbers |= {"chi1_measured": 10 ** (2 * g), "chi1": float(row["chi1"])}
+            text += (
+                f"; 10^(2 × growth) = {fmt(10 ** (2 * g))} against theory χ₁ = {fmt(row['chi1'])}"
+            )
+        text += "."
+        out.append(Finding(text, numbers, facet, "factor"))
+    return out
+
+
+def _nonfinite(summary: pd.DataFrame, scale: str | None) -> Finding:
+    bad = summary[summary["regime"] == "nonfinite"]
+    n, total = len(bad), len(summary)
+    if not n:
+        return Finding(
+            f"No config produced NaN or Inf ({total} configs).",
+            {"count": 0, "total": total},
+            kind="nonfinite",
+        )
+    pct = 100 * n / total
+    numbers = {"count": n, "total": total, "percent": pct, "depth_min": int(bad["depth"].min())}
+    text = f"{n} of {total} configs ({fmt(pct)}%) produced NaN or Inf"
+    if scale:
+        numbers["scale_min"] = float(bad[scale].min())
+        text += f"; the smallest {_symbol(scale)} among them is {fmt(numbers['scale_min'])}"
+    return Finding(f"{text}, the smallest depth {numbers['depth_min']}.", numbers, kind="nonfinite")
+
+
+def _threshold(run: RunLike) -> float:
+    if "threshold" in run.manifest:
+        return float(run.manifest["threshold"])
+    if "threshold" in run.summary and len(run.summary):
+        return float(run.summary["threshold"].iloc[0])
+    return 2.0
+
+
+def _grid_text(manifest: Mapping, n: int) -> str:
+    parts = []
+    for name, axis in (manifest.get("axes") or {}).items():
+        values = list((axis or {}).get("values", []))
+        if len(values) <= 6:
+            shown = ", ".join(fmt(v) if isinstance(v, float) else str(v) for v in values)
+        else:
+            shown = f"{axis.get('scale', 'linear')} {fmt(min(values))}–{fmt(max(values))}"
+        parts.append(f"{name} ({len(values)}: {shown})")
+    return f"{' × '.join(parts)} = {n} configs" if parts else f"{n} configs"
+
+
+def _seconds(groups: Any, word: str) -> float | None:
+    """Sum of the per-group `<word>_seconds` in the manifest, or None when none is recorded."""
+    found = [g[f"{word}_seconds"] for g in groups or [] if f"{word}_seconds" in g]
+    return float(sum(found)) if found else None
+
+
+def _facts(run: RunLike, threshold: float) -> list[tuple[str, str]]:
+    m, s = run.manifest, run.summary
+    facts = [
+        ("name", str(m.get("name", Path(run.path).name))),
+        ("grid", _grid_text(m, int(m.get("n_configs", len(s))))),
+        ("regime threshold t", f"{fmt(threshold)} (a factor 10^{fmt(threshold)})"),
+    ]
+    for col in ("loss", "dtype", "measure", "width", "batch"):
+        if col in s:
+            facts.append((col, ", ".join(str(v) for v in sorted(s[col].unique()))))
+    commit = m.get("git_commit")
+    if commit:
+        commit = f"{commit} (dirty)" if m.get("git_dirty") else str(commit)
+    device = None
+    if m.get("backend"):
+        device = f"{m['backend']}: {m.get('device_kind', '?')} × {m.get('device_count', '?')}"
+    groups = m.get("groups")
+    timing = [(w, _seconds(groups, w)) for w in ("compile", "run")]
+    facts += [
+        ("gradbench", m.get("gradbench_version")),
+        ("git commit", commit),
+        ("spec sha256", m.get("spec_sha256")),
+        (
+            "jax / jaxlib",
+            f"{m['jax_version']} / {m.get('jaxlib_version')}" if m.get("jax_version") else None,
+        ),
+        ("device", device),
+        ("processes", m.get("process_count")),
+        ("x64", m.get("x64")),
+        ("chunk size", m.get("chunk_size")),
+        ("compile groups", len(groups or [])),
+        *[(f"{w} time (s, all groups)", fmt(v) if v is not None else None) for w, v in timing],
+        ("started", m.get("started")),
+        ("finished", m.get("finished")),
+    ]
+    return [(k, str(v)) for k, v in facts if v is not None]
+
+
+def _regime_table(summary: pd.DataFrame, facets: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = [*(facets or ["configs"]), *plots.REGIMES, "total"]
+    groups = summary.groupby(facets, sort=True, observed=True) if facets else [(("all",), summary)]
+    rows = []
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        counts = part["regime"].value_counts()
+        cells = [str(int(counts.get(r, 0))) for r in plots.REGIMES]
+        rows.append(
+            [*(fmt(k) if isinstance(k, float) else str(k) for k in key), *cells, str(len(part))]
+        )
+    return header, rows
+
+
+FIGURES = {  # stem: (title, caption); {t} is the threshold
+    "phase_delta_ratio": (
+        "Phase diagram of the backward signal",
+        "Colour: r = log10(‖δ_1‖/‖δ_L‖), mean over replicates. Black contours at r = ±{t}; black "
+        "cells had NaN/Inf in a replicate, hatched cells could not be measured. Green: mean-field "
+        "theory where the run carries it.",
+    ),
+    "regimes": (
+        "Regimes",
+        "Majority regime over replicates with threshold t = {t}; white dots mark cells where the "
+        "replicates disagree.",
+    ),
+    "phase_grad_w_ratio": (
+        "Phase diagram of the weight gradients",
+        "The same ratio for ‖∂J/∂W_l‖. For positively homogeneous activations without bias the "
+        "forward shrinkage cancels the backward one, so this ratio can stay near 1 while every "
+        "layer's gradient carries the same factor; the regime is defined on the backward signal.",
+    ),
+    "ratio_curves": (
+        "Gradient ratio against the scale",
+        "r against the scale; the grey band is the stable range |r| < {t}, the band around each "
+        "line spans the replicates, crosses mark NaN/Inf.",
+    ),
+    "layers_delta": ("Backward signal by layer", "{layers}"),
+    "layers_grad_w": ("Weight gradients by layer", "{layers}"),
+    "layers_q": ("Forward second moment by layer", "{layers}"),
+}
+LAYER_VALUES = {
+    "layers_delta": "log10_delta",
+    "layers_grad_w": "log10_grad_w",
+    "layers_q": "log10_q",
+}
+
+
+def _figures(run: RunLike, threshold: float, directory: Path) -> list[tuple[str, str, str]]:
+    """Draw and save the figures that the run's axes allow; returns (stem, title, caption)."""
+    s, m = run.summary, run.manifest
+    x, y, facet = plots.infer_axes(s, m)
+    logs = {"log_x": plots.is_log_axis(m, s, x), "log_y": plots.is_log_axis(m, s, y)}
+    draw = {}
+    if x and y:
+        draw["phase_delta_ratio"] = lambda: plots.phase_diagram(
+            s, x, y, threshold=threshold, facet=facet, **logs
+        )
+        draw["regimes"] = lambda: plots.regime_map(s, x, y, facet=facet, **logs)
+        if "log10_grad_w_ratio" in s:
+            draw["phase_grad_w_ratio"] = lambda: plots.phase_diagram(
+                s, x, y, threshold=threshold, facet=facet, value="log10_grad_w_ratio", **logs
+            )
+    if x:
+        draw["ratio_curves"] = lambda: plots.ratio_curves(
+            s, x, threshold=threshold, hue=y, facet=facet, log_x=logs["log_x"]
+        )
+    for stem, value in LAYER_VALUES.items():
+        if value in run.layers:
+            draw[stem] = partial(
+                plots.layer_profiles, run.layers, run.configs, hue=x, facet=facet, value=value
+            )
+    layers = (
+        "At the largest depth; one line per scale value (at most 8); the band spans the replicates."
+    )
+    for stem, make in draw.items():
+        plots.save(make(), directory, stem)
+    return [
+        (stem, FIGURES[stem][0], FIGURES[stem][1].format(t=fmt(threshold), layers=layers))
+        for stem in draw
+    ]
+
+
+def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
+    """Write `figures/`, `index.html` and `report.md` for `run`; returns the path of index.html.
+
+    Args:
+        run: a loaded run (`gradbench.results.load(path)`).
+        out_dir: where to write; the run directory by default.
+    """
+    out = Path(out_dir) if out_dir is not None else Path(run.path)
+    out.mkdir(parents=True, exist_ok=True)
+    threshold = _threshold(run)
+    scale = scale_axis(run.summary)
+    figures = _figures(run, threshold, out / "figures")
+    facets = finding_facets(run.summary, scale)
+    name = str(run.manifest.get("name", Path(run.path).name))
+    blocks: list[tuple] = [
+        ("h1", f"gradbench report: {name}"),
+        (
+            "p",
+            f"{len(run.summary)} configurations. r = log10(‖δ_1‖/‖δ_L‖) compares the backward "
+            f"signal ‖∂J/∂z_l‖ at the first and the last hidden layer; a config is vanishing if "
+            f"r < −{fmt(threshold)}, exploding if r > {fmt(threshold)}, stable otherwise, and "
+            "nonfinite if NaN or Inf appeared.",
+        ),
+        ("h2", "Findings"),
+        ("ul", [f.text for f in findings(run.summary, threshold, scale=scale)]),
+        (
+            "p",
+            "Every number above is computed from data/summary.parquet "
+            "(gradbench.report.findings); per-layer factors are 10^mean(delta_growth) over the "
+            "replicates at the largest depth.",
+        ),
+        ("h2", "Regimes"),
+        ("table", *_regime_table(run.summary, facets)),
+        ("h2", "Figures"),
+        *[
+            b
+            for stem, title, caption in figures
+            for b in (("h3", title), ("figure", f"figures/{stem}", title), ("p", caption))
+        ],
+        ("h2", "What was run"),
+        ("table", ["", ""], [list(f) for f in _facts(run, threshold)]),
+        ("h3", "Sweep file"),
+        ("code", run.spec_text),
+    ]
+    (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
+    (out / "index.html").write_text(_html(blocks, name), encoding="utf-8")
+    return out / "index.html"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def _md(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _markdown(blocks: Sequence[tuple]) -> str:
+    out = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"{'#' * int(kind[1])} {_md(args[0])}")
+        elif kind == "p":
+            out.append(_md(args[0]))
+        elif kind == "ul":
+            out.append("\n".join(f"- {_md(item)}" for item in args[0]))
+        elif kind == "table":
+            header, rows = args
+            lines = [header, ["---"] * len(header), *rows]
+            out.append("\n".join("| " + " | ".join(_md(c) for c in row) + " |" for row in lines))
+        elif kind == "code":
+            fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", args[0])), default=0))
+            out.append(f"{fence}toml\n{args[0].rstrip()}\n{fence}")
+        elif kind == "figure":
+            out.append(f"![{_md(args[1])}]({args[0]}.png)\n\n[SVG]({args[0]}.svg)")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1a1a1a; }
+h1 { font-size: 1.6rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+li { margin: .3rem 0; }
+"""
+
+
+def _h(text: str) -> str:
+    """Escape, then show 10^x as a superscript."""
+    return re.sub(
+        r"10\^(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)", r"10<sup>\1</sup>", html.escape(text)
+    )
+
+
+def _html(blocks: Sequence[tuple], title: str) -> str:
+    body = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{_h(args[0])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_h(args[0])}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_h(i)}</li>" for i in args[0]) + "</ul>")
+        elif kind == "table":
+            header, rows = args
+            head = "".join(f"<th>{_h(c)}</th>" for c in header) if any(header) else ""
+            cells = "".join(
+                "<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows
+            )
+            body.append(f"<table>{f'<tr>{head}</tr>' if head else ''}{cells}</table>")
+        elif kind == "code":
+            body.append(f"<pre><code>{html.escape(args[0])}</code></pre>")
+        elif kind == "figure":
+            src = html.escape(args[0], quote=True)
+            body.append(
+                f'<figure><a href="{src}.svg"><img src="{src}.png" '
+                f'alt="{html.escape(args[1], quote=True)}"></a></figure>'
+            )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )

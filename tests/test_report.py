@@ -1,0 +1,221 @@
+"""Report of a synthetic run: findings checked against the tables, pages written, no JAX needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradbench import report
+
+# The synthetic run lives in test_plots.py; load it by path so any pytest import mode works.
+_spec = importlib.util.spec_from_file_location(
+    "_synthetic", Path(__file__).with_name("test_plots.py")
+)
+synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synthetic)
+T = synthetic.T
+
+
+@pytest.fixture(scope="module")
+def summary():
+    return synthetic.synthetic_tables()[2]
+
+
+def select(summary: pd.DataFrame, facet: dict) -> pd.DataFrame:
+    for col, value in facet.items():
+        summary = summary[summary[col] == value]
+    return summary[summary["depth"] == summary["depth"].max()]
+
+
+def stated(f: report.Finding) -> None:
+    """Every number a finding carries appears in its text as formatted."""
+    for name, value in f.numbers.items():
+        shown = str(value) if isinstance(value, int) else report.fmt(value)
+        assert shown in f.text, (name, value, f.text)
+
+
+def test_factor_findings_match_tables(summary):
+    found = [f for f in report.findings(summary, T) if f.kind == "factor"]
+    assert {f.facet["activation"] for f in found} == {"relu", "tanh"}
+    for f in found:
+        stated(f)
+        rows = select(summary, f.facet)
+        rows = rows[rows["sigma_w2"] == f.numbers["scale"]]
+        rows = rows[np.isfinite(rows["delta_growth"]) & np.isfinite(rows["log10_delta_ratio"])]
+        assert f.numbers["replicates"] == len(rows)
+        assert f.numbers["factor"] == pytest.approx(10 ** rows["delta_growth"].mean(), rel=1e-12)
+        assert f.numbers["log10_delta_ratio"] == pytest.approx(rows["log10_delta_ratio"].mean())
+        assert f.numbers["log10_grad_w_ratio"] == pytest.approx(rows["log10_grad_w_ratio"].mean())
+        assert f.numbers["chi1"] == pytest.approx(rows["chi1"].mean())
+        assert f.numbers["depth"] == 16
+        assert f"10^{report.fmt(rows['log10_delta_ratio'].mean())} of the last" in f.text
+        verb = "shrinks" if rows["delta_growth"].mean() < 0 else "grows"
+        assert verb in f.text or "changes ×1 " in f.text
+    relu_low = next(
+        f for f in found if f.facet == {"activation": "relu"} and f.numbers["scale"] == 0.5
+    )
+    assert relu_low.numbers["replicates"] == 2  # the underflowed replicate has no finite r
+    assert relu_low.text.startswith("relu/gaussian, σ_w² = 0.5: the backward signal shrinks ×0.5")
+
+
+def test_regime_findings_match_tables(summary):
+    found = [f for f in report.findings(summary, T) if f.kind == "regimes"]
+    assert len(found) == 2
+    for f in found:
+        stated(f)
+        rows = select(summary, f.facet)
+        majority = rows.groupby("sigma_w2")["regime"].agg(lambda r: r.value_counts().idxmax())
+        for regime, members in (
+            ("vanishing", ["vanishing"]),
+            ("stable", ["stable"]),
+            ("exploding", ["exploding", "nonfinite"]),
+        ):
+            scales = majority.index[majority.isin(members)]
+            assert f.numbers[f"{regime}_min"] == scales.min()
+            assert f.numbers[f"{regime}_max"] == scales.max()
+        assert f.numbers["stable_count"] == (majority == "stable").sum()
+
+
+def test_critical_findings_match_tables(summary):
+    found = [f for f in report.findings(summary, T) if f.kind == "critical"]
+    assert len(found) == 2
+    for f in found:
+        stated(f)
+        rows = select(summary, f.facet)
+        g = rows.groupby("sigma_w2")["delta_growth"].mean()
+        i = int(np.flatnonzero(np.diff(np.sign(g.to_numpy())))[0])
+        expect = np.interp(0.0, g.iloc[i : i + 2].to_numpy(), g.index[i : i + 2].to_numpy())
+        assert f.numbers["critical"] == pytest.approx(expect)
+        chi = rows.groupby("sigma_w2")["chi1"].mean()
+        j = int(np.flatnonzero(np.diff(np.sign(chi.to_numpy() - 1)))[0])
+        theory = np.interp(1.0, chi.iloc[j : j + 2].to_numpy(), chi.index[j : j + 2].to_numpy())
+        assert f.numbers["theory_critical"] == pytest.approx(theory)
+
+
+def test_count_findings(summary):
+    found = {f.kind: f for f in report.findings(summary, T)}
+    stated(found["nonfinite"])
+    bad = summary[summary["regime"] == "nonfinite"]
+    assert found["nonfinite"].numbers["count"] == len(bad) == 1
+    assert found["nonfinite"].numbers["scale_min"] == bad["sigma_w2"].min()
+    assert found["underflow"].numbers["count"] == summary["underflow"].sum()
+    clean = summary[(summary["regime"] != "nonfinite") & ~summary["underflow"]]
+    kinds = {f.kind: f for f in report.findings(clean, T)}
+    assert "underflow" not in kinds
+    assert kinds["nonfinite"].text.startswith("No config produced NaN or Inf")
+
+
+def test_findings_without_theory_and_with_other_facets(summary):
+    bare = summary.drop(columns=["chi1", "predicted_log10_delta_ratio"])
+    bare = bare.assign(sigma_b2=np.where(bare["replicate"] == 0, 0.0, 0.05))
+    bare["sigma_b"] = np.sqrt(bare["sigma_b2"])
+    found = report.findings(bare, T)
+    assert not any("χ₁" in f.text for f in found)
+    regimes = [f for f in found if f.kind == "regimes"]
+    assert {tuple(sorted(f.facet)) for f in regimes} == {("activation", "sigma_b2")}
+    assert len(regimes) == 4
+    assert any(f.text.startswith("tanh/gaussian, σ_b² = 0.05,") for f in regimes)
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.open, self.images, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag not in ("meta", "br"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open.pop() == tag
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+RERENDER = """
+import sys
+import gradbench.plots, gradbench.report, gradbench.results
+assert "jax" not in sys.modules, "importing plots/report/results pulled in jax"
+run = gradbench.results.load(sys.argv[1])
+print(gradbench.report.write_report(run))
+assert "jax" not in sys.modules, "rendering a report pulled in jax"
+"""
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """A stored run loaded and re-rendered in a fresh interpreter that must never import jax."""
+    directory = tmp_path_factory.mktemp("run")
+    run = synthetic.write_synthetic_run(directory)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(RERENDER), str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == directory / "index.html"
+    return run
+
+
+def test_report_pages_and_figures(rendered):
+    d = rendered.path
+    md = (d / "report.md").read_text(encoding="utf-8")
+    page = (d / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((figures/[^)]+)\)", md)
+    assert {
+        "figures/phase_delta_ratio.png",
+        "figures/regimes.png",
+        "figures/layers_delta.png",
+        "figures/ratio_curves.png",
+        "figures/phase_grad_w_ratio.svg",
+    } <= set(links)
+    for link in links:
+        assert (d / link).stat().st_size > 5_000
+    for png in (d / "figures").glob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    parser = _Tags()
+    parser.feed(page)
+    assert parser.open == []  # every element closed, in order
+    assert parser.images and all((d / src).is_file() for src in parser.images)
+    assert set(parser.images) == {link for link in links if link.endswith(".png")}
+    # the run name and the spec carry "<demo>": escaped in HTML, backslash-escaped in Markdown
+    assert "<demo>" not in page and "synthetic &lt;demo&gt;" in page
+    assert "# gradbench report: synthetic \\<demo\\>" in md
+    assert 'name = "synthetic <demo>"' in md  # verbatim inside the code fence
+    text = "".join(parser.text)
+    for f in report.findings(rendered.summary, T):
+        assert f.text.replace("10^", "10") in text.replace("10^", "10")
+        assert f.text.replace("_", "\\_").replace("|", "\\|") in md
+    for act, part in rendered.summary.groupby("activation"):  # regime counts per facet
+        counts = part["regime"].value_counts()
+        cells = [str(counts.get(r, 0)) for r in ("vanishing", "stable", "exploding", "nonfinite")]
+        assert f"| {act} | {' | '.join(cells)} | {len(part)} |" in md
+    assert "deadbeef" in md and "0.4.30 / 0.4.30" in md and "compile time" in md
+
+
+def test_report_one_dimensional_sweep_into_other_directory(tmp_path):
+    run = synthetic.write_synthetic_run(tmp_path / "run")
+    keep = run.summary["depth"] == 16
+    run.summary = run.summary[keep]
+    run.configs = run.configs[keep.to_numpy()]
+    layers = run.layers[run.layers["config_id"].isin(run.configs["config_id"])]
+    run.layers = layers.drop(columns=["log10_grad_w", "log10_q"])  # absent columns: no figure
+    del run.manifest["axes"]["depth"]
+    index = report.write_report(run, out_dir=tmp_path / "elsewhere")
+    assert index == tmp_path / "elsewhere" / "index.html"
+    figures = {p.stem for p in (tmp_path / "elsewhere" / "figures").glob("*.png")}
+    assert figures == {"ratio_curves", "layers_delta"}
+    assert not (tmp_path / "run" / "index.html").exists()
