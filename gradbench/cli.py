@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     from gradbench import spec as spec_module
-    from gradbench.run import run
+    from gradbench.runner import run
 
     if args.out and len(args.specs) > 1:
         raise SpecError("--out", args.out, "--out with a single SPEC only")
