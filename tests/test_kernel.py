@@ -6,7 +6,7 @@ import pytest
 from reference import reference_layers
 
 from gradbench import spec as spec_module
-from gradbench.run import run
+from gradbench.runner import run
 
 STATS = ["log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"]
 

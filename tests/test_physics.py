@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gradbench import spec as spec_module
-from gradbench.run import run
+from gradbench.runner import run
 
 SWEEP = """
 name = "physics"
