@@ -1,7 +1,7 @@
 """The `gradbench` command: parses arguments, calls the library, maps errors to exit codes.
 
 Exit status: 0 ok, 2 bad input (a `SpecError`: the message names the field, the value and what is
-allowed), 1 internal failure.
+allowed), 3 `verify` found values that do not reproduce, 1 internal failure.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gradbench.errors import SpecError
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISMATCH = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--sigma-b2", type=_finite_float, default=0.0)
     theory.add_argument("--sigma-w2", type=_finite_float, default=None)
     theory.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    verify = commands.add_parser(
+        "verify", help="re-run a stored run's configs and compare every value"
+    )
+    verify.add_argument("run_dir", metavar="RUN_DIR")
+    verify.add_argument(
+        "--sample", type=int, help="configs to re-run (default: all if <= 512, else 256)"
+    )
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    verify.add_argument(
+        "--tolerance", type=_finite_float, help="log10 tolerance (default: see docs)"
+    )
+    verify.add_argument("--allow-imports", action="store_true")
+
+    compare = commands.add_parser("compare", help="config-by-config differences of two runs")
+    compare.add_argument("run_a", metavar="RUN_A")
+    compare.add_argument("run_b", metavar="RUN_B")
+    compare.add_argument(
+        "--tolerance", type=_finite_float, default=1e-3, help="log10 (default 1e-3)"
+    )
 
     commands.add_parser("list", help="activations, inits, losses and built-in sweeps")
     return parser
@@ -111,6 +131,31 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args) -> int:
+    from gradbench.verify import verify
+
+    result = verify(
+        args.run_dir,
+        sample=args.sample,
+        seed=args.seed,
+        tolerance=args.tolerance,
+        allow_imports=args.allow_imports,
+        progress=True,
+    )
+    print(result.render())
+    print("verify: PASS" if result.ok else "verify: FAIL")
+    return EXIT_OK if result.ok else EXIT_MISMATCH
+
+
+def cmd_compare(args) -> int:
+    from gradbench import results
+    from gradbench.compare import compare
+
+    a, b = results.load(args.run_a), results.load(args.run_b)
+    print(compare(a.layers, a.summary, b.layers, b.summary, tolerance=args.tolerance).render())
+    return EXIT_OK
+
+
 def cmd_theory(args) -> int:
     from gradbench import registry, theory
 
@@ -151,4 +196,11 @@ def _description(path: Path) -> str:
         return "(unreadable)"
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "theory": cmd_theory, "list": cmd_list}
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "theory": cmd_theory,
+    "verify": cmd_verify,
+    "compare": cmd_compare,
+    "list": cmd_list,
+}

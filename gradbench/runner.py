@@ -47,24 +47,26 @@ def chunk_capacity(static: grid.StaticKey, override: int | None) -> int:
 
 
 def plan_chunks(replicates: np.ndarray, capacity: int) -> list[ChunkPlan]:
-    """Tiles a group (sorted by replicate; every replicate has the same configs) into equal chunks.
+    """Tiles a group's configs (sorted by replicate) into chunks of one shape.
 
-    Each chunk holds C configs of each of R replicates, so all configs of a replicate row share draws.
+    Each chunk holds up to C configs of each of R replicates, so the configs of a replicate row share
+    their draws. Replicates with fewer configs (a sampled re-run) are padded like the group's end.
     """
-    reps = np.unique(replicates)
-    per_rep = len(replicates) // len(reps)
-    table = np.arange(len(replicates)).reshape(len(reps), per_rep)
+    reps, starts, counts = np.unique(replicates, return_index=True, return_counts=True)
+    per_rep = int(counts.max())
     c = min(per_rep, capacity)
     r = max(1, min(len(reps), capacity // c))
+    column = np.arange(per_rep)
+    table = starts[:, None] + np.minimum(column[None, :], counts[:, None] - 1)
+    filled = column[None, :] < counts[:, None]
     plans = []
     for i in range(0, len(reps), r):
+        rows = np.minimum(np.arange(i, i + r), len(reps) - 1)
         for j in range(0, per_rep, c):
-            rows_i = np.minimum(np.arange(i, i + r), len(reps) - 1)
-            cols_j = np.minimum(np.arange(j, j + c), per_rep - 1)
-            real = (np.arange(i, i + r) < len(reps))[:, None] & (np.arange(j, j + c) < per_rep)[
-                None, :
-            ]
-            plans.append(ChunkPlan(table[np.ix_(rows_i, cols_j)], real))
+            cols = np.minimum(np.arange(j, j + c), per_rep - 1)
+            real = filled[np.ix_(rows, cols)] & (np.arange(i, i + r) < len(reps))[:, None]
+            real &= (np.arange(j, j + c) < per_rep)[None, :]
+            plans.append(ChunkPlan(table[np.ix_(rows, cols)], real))
     return plans
 
 
@@ -131,16 +133,11 @@ def run(
 
     configs = grid.expand(spec)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    bar = Progress(len(configs), enabled=progress)
-    parts, group_facts = [], []
-    x64 = spec.dtype == "float64"
-    with jax.enable_x64(True) if x64 else contextlib.nullcontext():
-        for static, members in grid.groups(configs, spec):
-            parts.append(run_group(static, members, spec, allow_imports, bar, group_facts))
-    layers = pd.concat(parts, ignore_index=True)
+    layers, group_facts = measure_configs(
+        spec, configs, allow_imports=allow_imports, progress=progress
+    )
     summary = classify.summarise(configs, layers, spec.threshold)
-
-    manifest = build_manifest(spec, configs, group_facts, started, x64)
+    manifest = build_manifest(spec, configs, group_facts, started)
     staged = results.staging_dir(out_path)
     try:
         run_obj = results.Run(staged, configs, layers, summary, manifest, spec.text)
@@ -154,6 +151,22 @@ def run(
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return run_obj
+
+
+def measure_configs(
+    spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool = False, progress: bool = False
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-layer table of any subset of a sweep's configs, and facts about each compile group.
+
+    Common random numbers make a config's numbers independent of which other configs run beside it, so
+    a sample re-run (gradbench verify) measures the same thing as the full sweep.
+    """
+    bar = Progress(len(configs), enabled=progress)
+    parts, group_facts = [], []
+    with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
+        for static, members in grid.groups(configs, spec):
+            parts.append(run_group(static, members, spec, allow_imports, bar, group_facts))
+    return pd.concat(parts, ignore_index=True), group_facts
 
 
 def run_group(static, members, spec, allow_imports, bar: Progress, facts: list) -> pd.DataFrame:
@@ -188,9 +201,7 @@ def run_group(static, members, spec, allow_imports, bar: Progress, facts: list) 
     return pd.concat(tables, ignore_index=True)
 
 
-def build_manifest(
-    spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str, x64: bool
-) -> dict:
+def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str) -> dict:
     devices = jax.devices()
     return {
         "schema_version": results.SCHEMA_VERSION,
@@ -204,7 +215,7 @@ def build_manifest(
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
         "process_count": jax.process_count(),
-        "x64": x64,
+        "x64": spec.dtype == "float64",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "dtype": spec.dtype,
         "measure": spec.measure,
