@@ -39,6 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-report", action="store_true", help="write the data only")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument(
+        "--resume", action="store_true", help="skip finished chunks (the default; explicit)"
+    )
+    run.add_argument(
+        "--fresh", action="store_true", help="discard finished chunks of an interrupted run"
+    )
+    run.add_argument(
+        "--shard", type=_shard, metavar="I/N", help="run the I-th of N parts into --out, for merge"
+    )
+    hosts = run.add_argument_group("several hosts (jax.distributed; omit all to run on one host)")
+    hosts.add_argument(
+        "--distributed", action="store_true", help="initialise from the cluster environment"
+    )
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    hosts.add_argument("--num-processes", type=int)
+    hosts.add_argument("--process-id", type=int)
+
+    merge = commands.add_parser("merge", help="assemble --shard parts into one run directory")
+    merge.add_argument("parts", nargs="+", metavar="DIR")
+    merge.add_argument("--out", required=True, help="run directory to write")
+    merge.add_argument("--no-report", action="store_true")
 
     report = commands.add_parser(
         "report", help="re-render the report of a run directory (no JAX work)"
@@ -75,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
@@ -107,8 +135,20 @@ def cmd_run(args) -> int:
 
     if args.out and len(args.specs) > 1:
         raise SpecError("--out", args.out, "--out with a single SPEC only")
+    if args.shard and not args.out:
+        raise SpecError(
+            "--shard", f"{args.shard[0]}/{args.shard[1]}", "--shard together with --out DIR"
+        )
     # Validate every sweep before running any, so a typo in the last one costs nothing.
     specs = [spec_module.load(s, allow_imports=args.allow_imports) for s in args.specs]
+    if args.distributed or args.coordinator:
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     for spec in specs:
         result = run(
             spec,
@@ -116,9 +156,22 @@ def cmd_run(args) -> int:
             allow_imports=args.allow_imports,
             progress=not args.quiet,
             report=not args.no_report,
+            fresh=args.fresh,
+            shard=args.shard,
         )
+        if result is None:
+            print(f"{spec.name}: this process's chunks are written")
+            continue
         counts = result.summary["regime"].value_counts().to_dict()
         print(f"{spec.name}: {len(result.summary)} configs {counts} -> {result.path}")
+    return EXIT_OK
+
+
+def cmd_merge(args) -> int:
+    from gradbench.runner import merge
+
+    result = merge(args.parts, args.out, report=not args.no_report)
+    print(f"{result.manifest['name']}: {len(result.summary)} configs merged -> {result.path}")
     return EXIT_OK
 
 
@@ -200,6 +253,7 @@ COMMANDS = {
     "run": cmd_run,
     "report": cmd_report,
     "theory": cmd_theory,
+    "merge": cmd_merge,
     "verify": cmd_verify,
     "compare": cmd_compare,
     "list": cmd_list,

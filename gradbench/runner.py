@@ -1,9 +1,16 @@
-"""Orchestration only: spec -> groups -> chunks -> kernel calls -> tables -> run directory. No maths here."""
+"""Orchestration only: spec -> groups -> chunks -> kernel calls -> parts -> run directory. No maths here.
+
+Every finished chunk is written as a part (gradbench.parts) before the next one starts, into a work
+directory beside the run directory (`<out>.parts/`). A killed run loses at most the chunk in flight;
+running the same command again skips the finished chunks. Jobs of a job array (`shard=(i, n)`) and
+processes of a multi-host run each compute every n-th chunk; one process, or `merge`, assembles the run.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import shutil
 import time
@@ -11,94 +18,121 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import pandas as pd
 
-from gradbench import __version__, classify, grid, measure, results
+from gradbench import __version__, classify, grid, results
 from gradbench import spec as spec_module
-from gradbench.kernel import Chunk, make_kernel
+from gradbench.chunks import (
+    ChunkPlan,
+    chunk_capacity,
+    chunk_inputs,
+    config_mesh,
+    layer_table,
+    plan_chunks,
+)
+from gradbench.errors import SpecError
+from gradbench.kernel import make_kernel
+from gradbench.parts import PartStore, chunk_key
 from gradbench.progress import Progress
 from gradbench.spec import SweepSpec
 
-# Device memory one chunk may use for its saved activations, when the sweep does not set chunk_size.
-CHUNK_BYTES = 1 << 29
-MAX_CHUNK = 2048
+SHARD_FILE = "shard.json"
 
 
 @dataclass(frozen=True)
-class ChunkPlan:
-    """Row positions (into a group's config table) of one chunk, laid out (replicates, configs).
+class Task:
+    """One chunk of one compile group, with the name of its part."""
 
-    Cells past the group's end repeat a real config; `real` marks the cells whose results are kept.
+    static: grid.StaticKey
+    members: pd.DataFrame
+    plan: ChunkPlan
+    key: str
+
+    @property
+    def n_rows(self) -> int:
+        """Rows the chunk contributes to the layer table (its real configs' depths)."""
+        depths = self.members["depth"].to_numpy()[self.plan.rows]
+        return int(depths[self.plan.real].sum())
+
+
+def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Task]:
+    tasks = []
+    for static, members in grid.groups(configs, spec):
+        capacity = chunk_capacity(static, spec.chunk_size)
+        for plan in plan_chunks(members["replicate"].to_numpy(), capacity, multiple=devices):
+            ids = members["config_id"].to_numpy()[plan.rows][plan.real]
+            tasks.append(Task(static, members, plan, chunk_key(static.label, ids)))
+    return tasks
+
+
+def execute(
+    tasks: list[Task],
+    spec: SweepSpec,
+    *,
+    allow_imports: bool,
+    progress: bool,
+    store: PartStore | None = None,
+) -> tuple[list[pd.DataFrame], list[dict]]:
+    """Runs the tasks (skipping those whose part is stored), compiling each group once, lazily."""
+    bar = Progress(sum(int(t.plan.real.sum()) for t in tasks), enabled=progress)
+    mesh = config_mesh()
+    seed = np.uint32(spec.seed)
+    tables, facts, compiled = [], {}, {}
+    with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
+        for task in tasks:
+            label = task.static.label
+            fact = facts.setdefault(
+                label,
+                {
+                    "group": label,
+                    "depth_bucket": task.static.depth,
+                    "chunk_shape": list(task.plan.rows.shape),
+                    "chunks": 0,
+                    "chunks_resumed": 0,
+                    "compile_seconds": 0.0,
+                    "run_seconds": 0.0,
+                },
+            )
+            fact["chunks"] += 1
+            table = store.load(task.key, task.n_rows) if store else None
+            if table is not None:
+                fact["chunks_resumed"] += 1
+            else:
+                dtype = np.dtype(task.static.dtype)
+                inputs = chunk_inputs(task.members, task.plan, dtype, mesh)
+                if label not in compiled:
+                    t0 = time.perf_counter()
+                    kernel = make_kernel(task.static, allow_imports)
+                    compiled[label] = kernel.lower(seed, inputs).compile()
+                    fact["compile_seconds"] = round(time.perf_counter() - t0, 3)
+                t0 = time.perf_counter()
+                raw = jax.device_get(compiled[label](seed, inputs))
+                table = layer_table(task.members, task.plan, raw, spec.measure)
+                fact["run_seconds"] = round(fact["run_seconds"] + time.perf_counter() - t0, 3)
+                if store:
+                    store.save(task.key, table)
+            tables.append(table)
+            bar.update(int(task.plan.real.sum()), label)
+    return tables, list(facts.values())
+
+
+def measure_configs(
+    spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool = False, progress: bool = False
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-layer table of any subset of a sweep's configs, and facts about each compile group.
+
+    Common random numbers make a config's numbers independent of which other configs run beside it, so
+    a sample re-run (gradbench verify) measures the same thing as the full sweep.
     """
-
-    rows: np.ndarray  # (R, C) int
-    real: np.ndarray  # (R, C) bool
-
-
-def chunk_capacity(static: grid.StaticKey, override: int | None) -> int:
-    """Configs per chunk: the sweep's chunk_size, or what fits CHUNK_BYTES of saved activations."""
-    if override:
-        return override
-    per_config = jnp.dtype(static.dtype).itemsize * static.batch * static.width * static.depth * 4
-    return int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_config)))
+    tasks = plan_tasks(spec, configs, len(jax.local_devices()))
+    tables, facts = execute(tasks, spec, allow_imports=allow_imports, progress=progress)
+    return pd.concat(tables, ignore_index=True), facts
 
 
-def plan_chunks(replicates: np.ndarray, capacity: int) -> list[ChunkPlan]:
-    """Tiles a group's configs (sorted by replicate) into chunks of one shape.
-
-    Each chunk holds up to C configs of each of R replicates, so the configs of a replicate row share
-    their draws. Replicates with fewer configs (a sampled re-run) are padded like the group's end.
-    """
-    reps, starts, counts = np.unique(replicates, return_index=True, return_counts=True)
-    per_rep = int(counts.max())
-    c = min(per_rep, capacity)
-    r = max(1, min(len(reps), capacity // c))
-    column = np.arange(per_rep)
-    table = starts[:, None] + np.minimum(column[None, :], counts[:, None] - 1)
-    filled = column[None, :] < counts[:, None]
-    plans = []
-    for i in range(0, len(reps), r):
-        rows = np.minimum(np.arange(i, i + r), len(reps) - 1)
-        for j in range(0, per_rep, c):
-            cols = np.minimum(np.arange(j, j + c), per_rep - 1)
-            real = filled[np.ix_(rows, cols)] & (np.arange(i, i + r) < len(reps))[:, None]
-            real &= (np.arange(j, j + c) < per_rep)[None, :]
-            plans.append(ChunkPlan(table[np.ix_(rows, cols)], real))
-    return plans
-
-
-def chunk_inputs(members: pd.DataFrame, plan: ChunkPlan, dtype) -> Chunk:
-    def cells(column, kind):
-        return jnp.asarray(members[column].to_numpy()[plan.rows], kind)
-
-    return Chunk(
-        replicate=jnp.asarray(members["replicate"].to_numpy()[plan.rows[:, 0]], jnp.int32),
-        sigma_w=cells("sigma_w", dtype),
-        sigma_b=cells("sigma_b", dtype),
-        depth=cells("depth", jnp.int32),
-    )
-
-
-def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, spec: SweepSpec) -> pd.DataFrame:
-    """Long-form per-layer rows of the real configs of one chunk."""
-    depth = members["depth"].to_numpy()[plan.rows]
-    stats = measure.assemble(raw.tags, raw.forward, depth, measure=spec.measure)
-    n_layers = stats["flag"].shape[-1]
-    keep = plan.real[..., None] & (np.arange(n_layers) < depth[..., None])
-    ids = members["config_id"].to_numpy()[plan.rows]
-    table = {
-        "config_id": np.broadcast_to(ids[..., None], keep.shape)[keep],
-        "layer": np.broadcast_to(np.arange(1, n_layers + 1), keep.shape)[keep],
-    }
-    for name in measure.STATS:
-        table[name] = stats[name][keep]
-    with np.errstate(over="ignore"):
-        table["q"] = np.power(10.0, table["log10_q"])
-    table["flag"] = np.asarray(measure.FLAGS)[stats["flag"][keep]]
-    return pd.DataFrame(table)
+def work_dir(out: Path) -> Path:
+    return out.resolve().parent / f"{out.name}.parts"
 
 
 def run(
@@ -108,7 +142,10 @@ def run(
     allow_imports: bool = False,
     progress: bool = True,
     report: bool = True,
-) -> results.Run:
+    fresh: bool = False,
+    shard: tuple[int, int] | None = None,
+    wait_seconds: float = 24 * 3600.0,
+) -> results.Run | None:
     """Runs a sweep and writes its run directory (default `reports/<name>/`).
 
     Args:
@@ -117,9 +154,14 @@ def run(
         allow_imports: permit activations given as "package.module:function".
         progress: print progress to stderr.
         report: also write the HTML/Markdown report.
+        fresh: discard finished chunks of an earlier, interrupted run instead of resuming.
+        shard: (i, n) runs only the i-th of n disjoint parts of the sweep into `out`, a parts directory
+            for `merge`; returns None.
+        wait_seconds: in a multi-process run, how long process 0 waits for the others' parts.
 
     Returns:
-        The `Run` (tables in memory, `path` = the run directory).
+        The `Run` (tables in memory, `path` = the run directory), or None for a shard or for a process
+        other than 0 of a multi-process run.
     """
     spec = (
         sweep
@@ -130,14 +172,100 @@ def run(
         spec_module.parse(spec.text, source=spec.source)  # raises the refusal with its message
     out_path = Path(out) if out is not None else Path("reports") / spec.name
     results.check_writable(out_path)
+    if shard is not None:
+        index, count = shard
+        if not (count >= 1 and 0 <= index < count):
+            raise SpecError("--shard", f"{index}/{count}", "I/N with 0 <= I < N")
 
     configs = grid.expand(spec)
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    layers, group_facts = measure_configs(
-        spec, configs, allow_imports=allow_imports, progress=progress
-    )
+    started = _now()
+    tasks = plan_tasks(spec, configs, len(jax.local_devices()))
+    if shard is not None:
+        store = PartStore(out_path, spec.sha256, fresh=fresh)
+        (out_path / "spec.toml").write_text(spec.text)
+        mine = tasks[shard[0] :: shard[1]]
+        _, facts = execute(mine, spec, allow_imports=allow_imports, progress=progress, store=store)
+        shard_facts = {
+            "shard": list(shard),
+            "chunks": len(mine),
+            "of_chunks": len(tasks),
+            "groups": facts,
+        }
+        (out_path / SHARD_FILE).write_text(json.dumps(shard_facts, indent=2) + "\n")
+        return None
+
+    store = PartStore(work_dir(out_path), spec.sha256, fresh=fresh)
+    process, processes = jax.process_index(), jax.process_count()
+    mine = tasks[process::processes]
+    tables, facts = execute(mine, spec, allow_imports=allow_imports, progress=progress, store=store)
+    if process != 0:
+        return None
+    if processes > 1:
+        tables = _collect(store, tasks, wait_seconds)
+    layers = pd.concat(tables, ignore_index=True)
+    run_obj = assemble(spec, configs, layers, facts, started, out_path, report=report)
+    shutil.rmtree(store.directory, ignore_errors=True)
+    return run_obj
+
+
+def merge(
+    directories: list[str | os.PathLike], out: str | os.PathLike, *, report: bool = True
+) -> results.Run:
+    """Assembles the parts written by `run(..., shard=(i, n))` jobs into one run directory.
+
+    Raises:
+        SpecError: parts of different sweeps, or chunks that no directory holds.
+    """
+    if not directories:
+        raise SpecError("merge", [], "one or more shard directories")
+    texts = {}
+    for directory in directories:
+        spec_file = Path(directory) / "spec.toml"
+        if not spec_file.is_file():
+            raise SpecError(
+                str(directory), "<no spec.toml>", "a directory written by gradbench run --shard"
+            )
+        texts[str(directory)] = spec_file.read_text()
+    if len(set(texts.values())) > 1:
+        raise SpecError(
+            "merge", sorted(texts), "shards of one sweep (their spec.toml files differ)"
+        )
+    first = next(iter(texts))
+    spec = spec_module.parse(texts[first], source=f"{first}/spec.toml", allow_imports=True)
+    out_path = Path(out)
+    results.check_writable(out_path)
+    configs = grid.expand(spec)
+    tasks = plan_tasks(spec, configs, len(jax.local_devices()))
+    stores = [PartStore(d, spec.sha256, create=False) for d in directories]
+    tables, missing = [], []
+    for task in tasks:
+        found = next((t for s in stores if (t := s.load(task.key, task.n_rows)) is not None), None)
+        if found is None:
+            missing.append(task.key)
+        tables.append(found)
+    if missing:
+        raise SpecError(
+            "merge",
+            f"<{len(missing)} chunks missing, e.g. {missing[0]}>",
+            "every shard 0..n-1 of the sweep",
+        )
+    facts = []
+    for directory in directories:
+        shard_file = Path(directory) / SHARD_FILE
+        if shard_file.is_file():
+            facts.extend(json.loads(shard_file.read_text())["groups"])
+    layers = pd.concat(tables, ignore_index=True)
+    return assemble(spec, configs, layers, facts, _now(), out_path, report=report)
+
+
+def assemble(spec, configs, layers, facts, started, out_path: Path, *, report: bool) -> results.Run:
+    """Summary, manifest and report of a complete set of layers, published atomically."""
+    layers = layers.sort_values(["config_id", "layer"], kind="stable", ignore_index=True)
+    order = {cid: i for i, cid in enumerate(configs["config_id"])}
+    layers = layers.iloc[np.argsort(layers["config_id"].map(order).to_numpy(), kind="stable")]
+    layers = layers.reset_index(drop=True)
     summary = classify.summarise(configs, layers, spec.threshold)
-    manifest = build_manifest(spec, configs, group_facts, started)
+    manifest = build_manifest(spec, configs, facts, started)
     staged = results.staging_dir(out_path)
     try:
         run_obj = results.Run(staged, configs, layers, summary, manifest, spec.text)
@@ -153,52 +281,26 @@ def run(
     return run_obj
 
 
-def measure_configs(
-    spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool = False, progress: bool = False
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Per-layer table of any subset of a sweep's configs, and facts about each compile group.
+def _collect(store: PartStore, tasks: list[Task], wait_seconds: float) -> list[pd.DataFrame]:
+    """Process 0 of a multi-process run: every task's part, waiting for the other processes."""
+    deadline = time.monotonic() + wait_seconds
+    tables: list[pd.DataFrame | None] = [None] * len(tasks)
+    while True:
+        for i, task in enumerate(tasks):
+            if tables[i] is None:
+                tables[i] = store.load(task.key, task.n_rows)
+        missing = sum(t is None for t in tables)
+        if not missing:
+            return tables
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{missing} chunks never appeared in {store.directory} (a process died?)"
+            )
+        time.sleep(0.5)
 
-    Common random numbers make a config's numbers independent of which other configs run beside it, so
-    a sample re-run (gradbench verify) measures the same thing as the full sweep.
-    """
-    bar = Progress(len(configs), enabled=progress)
-    parts, group_facts = [], []
-    with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
-        for static, members in grid.groups(configs, spec):
-            parts.append(run_group(static, members, spec, allow_imports, bar, group_facts))
-    return pd.concat(parts, ignore_index=True), group_facts
 
-
-def run_group(static, members, spec, allow_imports, bar: Progress, facts: list) -> pd.DataFrame:
-    """Compiles the group's kernel once and runs every chunk through it."""
-    capacity = chunk_capacity(static, spec.chunk_size)
-    plans = plan_chunks(members["replicate"].to_numpy(), capacity)
-    dtype = jnp.dtype(static.dtype)
-    kernel = make_kernel(static, allow_imports)
-    seed = jnp.asarray(spec.seed, jnp.uint32)
-
-    t0 = time.perf_counter()
-    compiled = kernel.lower(seed, chunk_inputs(members, plans[0], dtype)).compile()
-    compile_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    tables = []
-    for plan in plans:
-        raw = jax.device_get(compiled(seed, chunk_inputs(members, plan, dtype)))
-        tables.append(layer_table(members, plan, raw, spec))
-        bar.update(int(plan.real.sum()), static.label)
-    facts.append(
-        {
-            "group": static.label,
-            "configs": len(members),
-            "depth_bucket": static.depth,
-            "chunks": len(plans),
-            "chunk_shape": list(plans[0].rows.shape),
-            "compile_seconds": round(compile_s, 3),
-            "run_seconds": round(time.perf_counter() - t0, 3),
-        }
-    )
-    return pd.concat(tables, ignore_index=True)
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str) -> dict:
@@ -214,6 +316,7 @@ def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
+        "local_device_count": len(jax.local_devices()),
         "process_count": jax.process_count(),
         "x64": spec.dtype == "float64",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -222,7 +325,7 @@ def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started
         "loss": spec.loss,
         "chunk_size": spec.chunk_size,
         "started": started,
-        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "finished": _now(),
         "n_configs": len(configs),
         "threshold": spec.threshold,
         "axes": {

@@ -306,6 +306,9 @@ class _Parser:
             scale = "log" if kind == "logspace" else "linear"
         elif isinstance(value, list):
             values = value
+            if len(values) > 2 and all(_is_number(v) and v > 0 for v in values):
+                if max(values) >= 100 * min(values):  # plotted on a log axis, like a logspace
+                    scale = "log"
         else:
             values = [value]
         if not values:

@@ -1,9 +1,10 @@
 """Reproducibility reviews: re-run (a sample of) a stored run's configs and compare every statistic.
 
 Tolerances, in log10 of each statistic (a relative error of 2.3e-4 is 1e-4 in log10):
-- same backend and device kind as the stored run: float32 1e-4, float64 1e-9 (only the chunk layout
-  differs, which changes XLA's summation order);
-- another backend or device kind: float32 2e-3, float64 1e-6 (other kernels, other rounding; in the
+- same backend and device kind as the stored run: float32 1e-3, float64 1e-9 (the chunk layout and
+  the processor's vector instructions may change XLA's summation order; measured differences on the
+  same machine are below 1e-6);
+- another backend or device kind: float32 5e-3, float64 1e-6 (other kernels, other rounding; in the
   chaotic phase rounding differences grow by sqrt(chi_1) per layer).
 """
 
@@ -21,9 +22,9 @@ from gradbench.runner import measure_configs
 ALL_UP_TO = 512  # runs with at most this many configs are verified in full by default
 DEFAULT_SAMPLE = 256
 TOLERANCE = {
-    (True, "float32"): 1e-4,
+    (True, "float32"): 1e-3,
     (True, "float64"): 1e-9,
-    (False, "float32"): 2e-3,
+    (False, "float32"): 5e-3,
     (False, "float64"): 1e-6,
 }
 

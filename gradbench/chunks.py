@@ -1,0 +1,110 @@
+"""Chunks: how a compile group's configs are laid out for one kernel call, and back into table rows.
+
+A chunk is (replicates R, configs C): the configs of a replicate row share their draws. The C axis is
+sharded over this process's devices, so C is a multiple of the device count; padding cells repeat a
+real config and are dropped on the way back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gradbench import grid, measure
+from gradbench.kernel import Chunk
+
+# Device memory one chunk may use for its saved activations, when the sweep does not set chunk_size.
+CHUNK_BYTES = 1 << 29
+MAX_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Row positions (into a group's config table) of one chunk, laid out (replicates, configs).
+
+    Cells past the group's end repeat a real config; `real` marks the cells whose results are kept.
+    """
+
+    rows: np.ndarray  # (R, C) int
+    real: np.ndarray  # (R, C) bool
+
+
+def chunk_capacity(static: grid.StaticKey, override: int | None) -> int:
+    """Configs per chunk: the sweep's chunk_size, or what fits CHUNK_BYTES of saved activations."""
+    if override:
+        return override
+    per_config = jnp.dtype(static.dtype).itemsize * static.batch * static.width * static.depth * 4
+    return int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_config)))
+
+
+def plan_chunks(replicates: np.ndarray, capacity: int, multiple: int = 1) -> list[ChunkPlan]:
+    """Tiles a group's configs (sorted by replicate) into chunks of one shape.
+
+    Each chunk holds C configs of each of R replicates, so the configs of a replicate row share their
+    draws; C is a multiple of `multiple` (the device count: the C axis is sharded). Replicates with
+    fewer configs (a sampled re-run) and the group's end are padded with repeats that are not kept.
+    """
+    reps, starts, counts = np.unique(replicates, return_index=True, return_counts=True)
+    per_rep = int(counts.max())
+    c = -(-min(per_rep, capacity) // multiple) * multiple
+    r = max(1, min(len(reps), capacity // c))
+    column = np.arange(per_rep)
+    table = starts[:, None] + np.minimum(column[None, :], counts[:, None] - 1)
+    filled = column[None, :] < counts[:, None]
+    plans = []
+    for i in range(0, len(reps), r):
+        rows = np.minimum(np.arange(i, i + r), len(reps) - 1)
+        for j in range(0, per_rep, c):
+            cols = np.minimum(np.arange(j, j + c), per_rep - 1)
+            real = filled[np.ix_(rows, cols)] & (np.arange(i, i + r) < len(reps))[:, None]
+            real &= (np.arange(j, j + c) < per_rep)[None, :]
+            plans.append(ChunkPlan(table[np.ix_(rows, cols)], real))
+    return plans
+
+
+def config_mesh() -> Mesh:
+    """A 1-D mesh over this process's devices; chunks are sharded along its "configs" axis.
+
+    Local devices only: with several processes each one runs its own chunks (no collectives).
+    """
+    return Mesh(np.array(jax.local_devices()), ("configs",))
+
+
+def chunk_inputs(members: pd.DataFrame, plan: ChunkPlan, dtype, mesh: Mesh) -> Chunk:
+    sharded = NamedSharding(mesh, PartitionSpec(None, "configs"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def cells(column, kind):
+        return jax.device_put(np.asarray(members[column].to_numpy()[plan.rows], kind), sharded)
+
+    replicates = members["replicate"].to_numpy()[plan.rows[:, 0]]
+    return Chunk(
+        replicate=jax.device_put(np.asarray(replicates, np.int32), replicated),
+        sigma_w=cells("sigma_w", dtype),
+        sigma_b=cells("sigma_b", dtype),
+        depth=cells("depth", jnp.int32),
+    )
+
+
+def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, measure_mode: str) -> pd.DataFrame:
+    """Long-form per-layer rows of the real configs of one chunk."""
+    depth = members["depth"].to_numpy()[plan.rows]
+    stats = measure.assemble(raw.tags, raw.forward, depth, measure=measure_mode)
+    n_layers = stats["flag"].shape[-1]
+    keep = plan.real[..., None] & (np.arange(n_layers) < depth[..., None])
+    ids = members["config_id"].to_numpy()[plan.rows]
+    table = {
+        "config_id": np.broadcast_to(ids[..., None], keep.shape)[keep],
+        "layer": np.broadcast_to(np.arange(1, n_layers + 1), keep.shape)[keep],
+    }
+    for name in measure.STATS:
+        table[name] = stats[name][keep]
+    with np.errstate(over="ignore"):
+        table["q"] = np.power(10.0, table["log10_q"])
+    table["flag"] = np.asarray(measure.FLAGS)[stats["flag"][keep]]
+    return pd.DataFrame(table)
