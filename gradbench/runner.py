@@ -77,45 +77,95 @@ def execute(
 ) -> tuple[list[pd.DataFrame], list[dict]]:
     """Runs the tasks (skipping those whose part is stored), compiling each group once, lazily."""
     bar = Progress(sum(int(t.plan.real.sum()) for t in tasks), enabled=progress)
-    mesh = config_mesh()
-    seed = np.uint32(spec.seed)
-    tables, facts, compiled = [], {}, {}
+    kernels = _Kernels(spec, allow_imports)
+    tables = []
     with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
         for task in tasks:
-            label = task.static.label
-            fact = facts.setdefault(
-                label,
-                {
-                    "group": label,
-                    "depth_bucket": task.static.depth,
-                    "chunk_shape": list(task.plan.rows.shape),
-                    "chunks": 0,
-                    "chunks_resumed": 0,
-                    "compile_seconds": 0.0,
-                    "run_seconds": 0.0,
-                },
-            )
+            fact = kernels.fact(task)
             fact["chunks"] += 1
             table = store.load(task.key, task.n_rows) if store else None
             if table is not None:
                 fact["chunks_resumed"] += 1
             else:
-                dtype = np.dtype(task.static.dtype)
-                inputs = chunk_inputs(task.members, task.plan, dtype, mesh)
-                if label not in compiled:
-                    t0 = time.perf_counter()
-                    kernel = make_kernel(task.static, allow_imports)
-                    compiled[label] = kernel.lower(seed, inputs).compile()
-                    fact["compile_seconds"] = round(time.perf_counter() - t0, 3)
                 t0 = time.perf_counter()
-                raw = jax.device_get(compiled[label](seed, inputs))
-                table = layer_table(task.members, task.plan, raw, spec.measure)
+                table = kernels.measure(task.static, task.members, task.plan)
                 fact["run_seconds"] = round(fact["run_seconds"] + time.perf_counter() - t0, 3)
                 if store:
                     store.save(task.key, table)
             tables.append(table)
-            bar.update(int(task.plan.real.sum()), label)
-    return tables, list(facts.values())
+            bar.update(int(task.plan.real.sum()), task.static.label)
+    return tables, list(kernels.facts.values())
+
+
+class _Kernels:
+    """Compiled kernels by (group, chunk shape), and the facts the manifest records about them."""
+
+    def __init__(self, spec: SweepSpec, allow_imports: bool):
+        self.spec = spec
+        self.allow_imports = allow_imports
+        self.mesh = config_mesh()
+        self.seed = np.uint32(spec.seed)
+        self.compiled: dict = {}
+        self.facts: dict[str, dict] = {}
+
+    def fact(self, task: Task) -> dict:
+        return self.facts.setdefault(
+            task.static.label,
+            {
+                "group": task.static.label,
+                "depth_bucket": task.static.depth,
+                "chunk_shape": list(task.plan.rows.shape),
+                "chunks": 0,
+                "chunks_resumed": 0,
+                "out_of_memory_splits": 0,
+                "compile_seconds": 0.0,
+                "run_seconds": 0.0,
+            },
+        )
+
+    def measure(
+        self, static: grid.StaticKey, members: pd.DataFrame, plan: ChunkPlan
+    ) -> pd.DataFrame:
+        """The chunk's layer table; a chunk that runs out of device memory is split in two and retried."""
+        inputs = chunk_inputs(members, plan, np.dtype(static.dtype), self.mesh)
+        try:
+            raw = jax.device_get(self.kernel(static, inputs)(self.seed, inputs))
+        except Exception as exc:  # XLA reports exhausted memory as a runtime error
+            halves = split_plan(plan, self.mesh.size)
+            if "RESOURCE_EXHAUSTED" not in str(exc) or halves is None:
+                raise
+            self.facts[static.label]["out_of_memory_splits"] += 1
+            return pd.concat([self.measure(static, members, h) for h in halves], ignore_index=True)
+        return layer_table(members, plan, raw, self.spec.measure)
+
+    def kernel(self, static: grid.StaticKey, inputs):
+        key = (static, inputs.sigma_w.shape)
+        if key not in self.compiled:
+            t0 = time.perf_counter()
+            lowered = make_kernel(static, self.allow_imports).lower(self.seed, inputs)
+            self.compiled[key] = lowered.compile()
+            fact = self.facts[static.label]
+            fact["compile_seconds"] = round(fact["compile_seconds"] + time.perf_counter() - t0, 3)
+        return self.compiled[key]
+
+
+def split_plan(plan: ChunkPlan, multiple: int) -> list[ChunkPlan] | None:
+    """Two smaller chunks covering `plan` (replicate rows first, then configs), or None if it is minimal."""
+    r, c = plan.rows.shape
+    if r > 1:
+        cut = r // 2
+        return [
+            ChunkPlan(plan.rows[:cut], plan.real[:cut]),
+            ChunkPlan(plan.rows[cut:], plan.real[cut:]),
+        ]
+    half = -(-(c // 2) // multiple) * multiple
+    if half >= c or half == 0:
+        return None
+    keep = plan.real.copy()
+    return [
+        ChunkPlan(plan.rows[:, :half], keep[:, :half]),
+        ChunkPlan(plan.rows[:, half:], keep[:, half:]),
+    ]
 
 
 def measure_configs(

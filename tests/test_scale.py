@@ -176,3 +176,31 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sweep_file, reference, 
     assert sum(g["chunks"] for g in groups) > n_parts
     assert not parts.exists()
     assert_same(out, reference)
+
+
+def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_path, monkeypatch):
+    from gradbench import runner
+
+    real_kernel = runner._Kernels.kernel
+
+    def kernel_with_small_memory(self, static, inputs):
+        compiled = real_kernel(self, static, inputs)
+        if inputs.sigma_w.size > 2:
+
+            def exhausted(*args):
+                raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1234 bytes")
+
+            return exhausted
+        return compiled
+
+    monkeypatch.setattr(runner._Kernels, "kernel", kernel_with_small_memory)
+    spec = sweep_file.read_text().replace("chunk_size = 2", "chunk_size = 8")
+    path = tmp_path / "big-chunks.toml"
+    path.write_text(spec)
+    out = tmp_path / "oom"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet", "--no-report"]) == 0
+    groups = results.load(out).manifest["groups"]
+    assert all(g["out_of_memory_splits"] > 0 for g in groups)
+    layers, _ = tables(out)
+    ref_layers, _ = reference
+    pd.testing.assert_frame_equal(layers, ref_layers, check_exact=False, atol=1e-6, rtol=0)
