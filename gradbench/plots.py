@@ -587,3 +587,38 @@ def save(fig: Figure, directory: str | Path, stem: str, *, dpi: int = 130) -> li
     fig.savefig(png, dpi=dpi)
     fig.savefig(svg, metadata={"Date": None})
     return [png, svg]
+
+
+def theory_agreement(cells: pd.DataFrame, *, hue: str = "activation") -> Figure:
+    """Measured per-layer factor 10^(2 x delta_growth) against mean-field chi_1, log-log, one point a cell.
+
+    `cells` is `gradbench.agreement.cells(summary)`; the identity line is perfect agreement, the grey
+    band the agreement tolerance.
+    """
+    from gradbench.agreement import TOLERANCE
+
+    data = cells.dropna(subset=["measured", "chi1"])
+    data = data[(data["measured"] > 0) & (data["chi1"] > 0)]
+    fig = Figure(figsize=(5.6, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    if not data.empty:
+        lo = float(min(data["measured"].min(), data["chi1"].min())) / 1.5
+        hi = float(max(data["measured"].max(), data["chi1"].max())) * 1.5
+        line = np.geomspace(lo, hi, 50)
+        ax.fill_between(line, line * (1 - TOLERANCE), line * (1 + TOLERANCE), color="0.88", lw=0)
+        ax.plot(line, line, color="0.3", lw=1, label="measured = theory")
+        sns.scatterplot(
+            data=data,
+            x="chi1",
+            y="measured",
+            hue=hue if hue in data else None,
+            style=data["agrees"].map({True: "within tolerance", False: "disagrees"}),
+            ax=ax,
+            s=28,
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(r"mean-field $\chi_1 = \sigma_w^2\,E[\phi'(z)^2]$ at $q^*$")
+    ax.set_ylabel(r"measured $10^{2\,\mathrm{delta\_growth}}$ (mean over replicates)")
+    ax.set_title(f"Measured per-layer factor vs theory (band: ±{TOLERANCE:.0%})")
+    return fig

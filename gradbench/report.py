@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from gradbench import plots
+from gradbench import agreement, plots
 
 SYMBOLS = {"sigma_w2": "σ_w²", "sigma_w": "σ_w", "sigma_b2": "σ_b²", "sigma_b": "σ_b"}
 SEVERITY = ("nonfinite", "exploding", "vanishing", "stable")  # ties go to the first
@@ -454,6 +454,7 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
             f"r < −{fmt(threshold)}, exploding if r > {fmt(threshold)}, stable otherwise, and "
             "nonfinite if NaN or Inf appeared.",
         ),
+        *_glance_blocks(run.summary, threshold, scale, facets),
         ("h2", "Findings"),
         ("ul", [f.text for f in findings(run.summary, threshold, scale=scale)]),
         (
@@ -470,6 +471,7 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
             for stem, title, caption in figures
             for b in (("h3", title), ("figure", f"figures/{stem}", title), ("p", caption))
         ],
+        *_theory_blocks(run.summary, out / "figures"),
         ("h2", "What was run"),
         ("table", ["", ""], [list(f) for f in _facts(run, threshold)]),
         ("h3", "Sweep file"),
@@ -478,6 +480,90 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (out / "index.html").write_text(_html(blocks, name), encoding="utf-8")
     return out / "index.html"
+
+
+def glance(
+    summary: pd.DataFrame, threshold: float, scale: str | None, facets: list[str]
+) -> pd.DataFrame:
+    """Per facet at its largest depth: where the majority regime is vanishing, stable, exploding.
+
+    The columns answer the classic questions on the first screen: whether small weights make the
+    gradient vanish, from which scale it explodes, and how fast it grows per layer at the largest scale.
+    """
+    rows = []
+    groups = summary.groupby(facets, sort=True, observed=True) if facets else [((), summary)]
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        depth = int(part["depth"].max())
+        row = {"configs": _facet_name(summary, facets, key), "depth": depth}
+        if scale is not None:
+            by_scale = part[part["depth"] == depth].groupby(scale)
+            regime = by_scale["regime"].agg(_majority)
+            vanishing = regime.index[regime == "vanishing"]
+            stable = regime.index[regime == "stable"]
+            exploding = regime.index[regime == "exploding"]
+            row["vanishing up to"] = fmt(vanishing.max()) if len(vanishing) else "never"
+            row["stable"] = f"{fmt(stable.min())}–{fmt(stable.max())}" if len(stable) else "nowhere"
+            row["exploding from"] = fmt(exploding.min()) if len(exploding) else "never"
+            top = regime.index.max()
+            growth = by_scale["delta_growth"].mean()
+            row[f"×/layer at {_symbol(scale)} = {fmt(top)}"] = fmt(10 ** growth.loc[top])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _glance_blocks(summary, threshold, scale, facets) -> list[tuple]:
+    table = glance(summary, threshold, scale, facets)
+    if table.empty or scale is None:
+        return []
+    return [
+        ("h2", "At a glance"),
+        (
+            "p",
+            f"Majority regime over replicates at each facet's largest depth (t = {fmt(threshold)}); "
+            "the last column is the per-layer factor of the backward signal, 10^mean(delta_growth).",
+        ),
+        ("table", list(table.columns), table.astype(str).values.tolist()),
+    ]
+
+
+def _theory_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
+    """The measurement-vs-theory section, when the run carries mean-field columns."""
+    if "chi1" not in summary or summary["chi1"].isna().all():
+        return []
+    table = agreement.cells(summary)
+    numbers = agreement.score(table)
+    plots.save(plots.theory_agreement(table), figures, "theory_agreement")
+    worst = table.dropna(subset=["ratio"]).assign(off=lambda t: (t["ratio"] - 1).abs())
+    worst = worst[~worst["agrees"]].sort_values("off", ascending=False).head(10)
+    columns = [c for c in agreement.CELL if c in worst and summary[c].nunique() > 1]
+    rows = [
+        [str(r[c]) if not isinstance(r[c], float) else fmt(r[c]) for c in columns]
+        + [
+            fmt(r["measured"]),
+            fmt(r["chi1"]),
+            fmt(r["ratio"]),
+            "; ".join(agreement.REASONS[k] for k in r["reasons"].split(", ") if k)
+            or "none of the known causes",
+        ]
+        for r in worst.to_dict("records")
+    ]
+    blocks = [
+        ("h2", "Measurement vs theory"),
+        (
+            "p",
+            f"{numbers['agreeing']} of {numbers['cells']} cells ({fmt(100 * numbers['share'])}%) have a measured "
+            f"per-layer factor 10^(2 delta_growth) within ±{fmt(100 * numbers['tolerance'])}% of mean-field chi_1; "
+            f"median |log10(measured / chi_1)| = {fmt(numbers['median_abs_log10_ratio'])}.",
+        ),
+        ("figure", "figures/theory_agreement", "Measured per-layer factor against chi_1"),
+    ]
+    if rows:
+        blocks += [
+            ("h3", "Cells that disagree most, and why"),
+            ("table", columns + ["measured", "chi_1", "ratio", "explanation"], rows),
+        ]
+    return blocks
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")

@@ -22,7 +22,7 @@ import jaxlib
 import numpy as np
 import pandas as pd
 
-from gradbench import __version__, classify, grid, results
+from gradbench import __version__, classify, grid, registry, results
 from gradbench import spec as spec_module
 from gradbench.chunks import (
     ChunkPlan,
@@ -314,7 +314,7 @@ def assemble(spec, configs, layers, facts, started, out_path: Path, *, report: b
     order = {cid: i for i, cid in enumerate(configs["config_id"])}
     layers = layers.iloc[np.argsort(layers["config_id"].map(order).to_numpy(), kind="stable")]
     layers = layers.reset_index(drop=True)
-    summary = classify.summarise(configs, layers, spec.threshold)
+    summary = with_theory(classify.summarise(configs, layers, spec.threshold))
     manifest = build_manifest(spec, configs, facts, started)
     staged = results.staging_dir(out_path)
     try:
@@ -329,6 +329,28 @@ def assemble(spec, configs, layers, facts, started, out_path: Path, *, report: b
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return run_obj
+
+
+THEORY_COLUMNS = ("chi1", "q_star", "xi_c", "predicted_log10_delta_ratio")
+
+
+def with_theory(summary: pd.DataFrame) -> pd.DataFrame:
+    """Adds mean-field chi_1, q*, xi_c and the predicted r of each config (registered activations)."""
+    from gradbench import theory
+
+    keys = ["activation", "sigma_w2", "sigma_b2", "depth"]
+    known = summary["activation"].isin(list(registry.ACTIVATIONS))
+    unique = summary.loc[known, keys].drop_duplicates(ignore_index=True)
+    if unique.empty:
+        return summary.assign(**{c: np.nan for c in THEORY_COLUMNS})
+    predicted = theory.predict(
+        activation=unique["activation"].to_numpy(object),
+        sigma_w2=unique["sigma_w2"].to_numpy(),
+        sigma_b2=unique["sigma_b2"].to_numpy(),
+        depth=unique["depth"].to_numpy(),
+    )
+    unique = unique.assign(**{c: np.asarray(predicted[c], float) for c in THEORY_COLUMNS})
+    return summary.merge(unique, on=keys, how="left", validate="m:1")
 
 
 def _collect(store: PartStore, tasks: list[Task], wait_seconds: float) -> list[pd.DataFrame]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gradbench import cli, results
@@ -108,3 +109,21 @@ def test_python_api_mirrors_the_cli(tmp_path):
     assert set(run.layers["config_id"]) == set(run.configs["config_id"])
     again = gradbench.load(run.path)
     pd.testing.assert_frame_equal(again.layers, run.layers)
+
+
+def test_summary_carries_mean_field_theory(tmp_path):
+    import gradbench
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SWEEP)
+    summary = gradbench.run(spec, out=tmp_path / "theory", progress=False, report=False).summary
+    relu = summary[summary["activation"] == "relu"]
+    # Closed forms: ReLU chi_1 = sigma_w^2 / 2 at any q; predicted r = (L - 1) log10(chi_1) / 2.
+    np.testing.assert_allclose(relu["chi1"], relu["sigma_w2"] / 2, rtol=1e-9)
+    expected = (relu["depth"] - 1) * np.log10(relu["sigma_w2"] / 2) / 2
+    np.testing.assert_allclose(relu["predicted_log10_delta_ratio"], expected, rtol=1e-9)
+    tanh = summary[(summary["activation"] == "tanh") & (summary["sigma_b2"] == 0.0)]
+    # tanh without bias below sigma_w^2 = 1: q* = 0 and chi_1 = sigma_w^2 tanh'(0)^2 = sigma_w^2.
+    small = tanh[tanh["sigma_w2"] < 1]
+    np.testing.assert_allclose(small["chi1"], small["sigma_w2"], rtol=1e-6)
+    assert (small["q_star"] == 0).all()

@@ -1,0 +1,38 @@
+"""Measurement-vs-theory cells, score and explanations on synthetic summaries."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradbench import agreement
+
+
+def summary(rows):
+    frame = pd.DataFrame(rows)
+    frame["delta_growth"] = np.log10(frame.pop("factor")) / 2
+    return frame
+
+
+def test_cells_average_replicates_and_explain_disagreement():
+    base = {"activation": "tanh", "init": "gaussian", "width": 256, "sigma_b2": 0.05, "depth": 64}
+    rows = [
+        {**base, "sigma_w2": 1.0, "factor": 0.75, "chi1": 0.759, "q_star": 0.3},
+        {**base, "sigma_w2": 1.0, "factor": 0.77, "chi1": 0.759, "q_star": 0.3},
+        {**base, "sigma_w2": 1.0, "depth": 8, "factor": 0.60, "chi1": 0.759, "q_star": 0.3},
+        {**base, "sigma_w2": 1.0, "sigma_b2": 0.0, "factor": 0.90, "chi1": 1.0, "q_star": 0.0},
+        {**base, "sigma_w2": 2.0, "width": 32, "factor": np.nan, "chi1": 1.1, "q_star": 0.9},
+    ]
+    table = agreement.cells(summary(rows)).set_index(["sigma_w2", "sigma_b2", "depth", "width"])
+    main = table.loc[(1.0, 0.05, 64, 256)]
+    assert main["measured"] == pytest.approx(0.76)
+    assert main["replicates"] == 2 and main["agrees"] and main["reasons"] == ""
+    short = table.loc[(1.0, 0.05, 8, 256)]
+    assert not short["agrees"] and short["reasons"] == "short"
+    assert table.loc[(1.0, 0.0, 64, 256), "reasons"] == "collapsing"
+    assert table.loc[(2.0, 0.05, 64, 32), "reasons"] == "narrow, unmeasured"
+
+    numbers = agreement.score(table.reset_index())
+    assert numbers["cells"] == 3  # the unmeasured cell has no ratio
+    assert numbers["agreeing"] == 1
+    ratios = np.array([0.76 / 0.759, 0.60 / 0.759, 0.90])
+    assert numbers["median_abs_log10_ratio"] == pytest.approx(np.median(np.abs(np.log10(ratios))))
