@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 TOLERANCE = 0.05  # relative, on the per-layer factor
+BOUNDED = ("tanh", "sigmoid", "erf", "hard_tanh", "softsign", "relu6")
 CELL = ["activation", "init", "width", "sigma_w2", "sigma_b2", "depth"]
 
 REASONS = {
@@ -19,6 +20,9 @@ REASONS = {
     "collapsing": "q* = 0: the forward signal decays toward 0 slowly (a power law, not at rate chi_1)",
     "unbounded": "no finite q*: the forward signal grows without bound",
     "narrow": "width < 128: finite-width corrections of order 1/width",
+    "saturated": "saturated units (q* > 50 for a bounded activation): few units per layer pass gradient, "
+    "so the per-layer factor fluctuates and the fitted growth (a geometric mean) falls below chi_1 "
+    "(an arithmetic mean)",
     "unmeasured": "NaN, Inf or underflow in a replicate",
 }
 
@@ -49,6 +53,8 @@ def _reasons(row: dict) -> list[str]:
         found.append("collapsing")
     if np.isinf(row["q_star"]) and row.get("activation") not in ("relu", "leaky_relu", "linear"):
         found.append("unbounded")
+    if row.get("activation") in BOUNDED and row["q_star"] > 50:
+        found.append("saturated")
     if row.get("width", 1024) < 128:
         found.append("narrow")
     if row["unmeasured"]:

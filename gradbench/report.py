@@ -503,13 +503,18 @@ def glance(
             stable = regime.index[regime == "stable"]
             exploding = regime.index[regime == "exploding"]
             row["vanishing up to"] = fmt(vanishing.max()) if len(vanishing) else "never"
-            row["stable"] = f"{fmt(stable.min())}–{fmt(stable.max())}" if len(stable) else "nowhere"
+            row["stable"] = _range_text(stable) if len(stable) else "nowhere"
             row["exploding from"] = fmt(exploding.min()) if len(exploding) else "never"
             top = regime.index.max()
             growth = by_scale["delta_growth"].mean()
             row[f"×/layer at {_symbol(scale)} = {fmt(top)}"] = fmt(10 ** growth.loc[top])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _range_text(values: pd.Index) -> str:
+    low, high = values.min(), values.max()
+    return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
 
 
 def _glance_blocks(summary, threshold, scale, facets) -> list[tuple]:
