@@ -296,7 +296,8 @@ def _grid_text(manifest: Mapping, n: int) -> str:
     parts = []
     for name, axis in (manifest.get("axes") or {}).items():
         values = list((axis or {}).get("values", []))
-        if len(values) <= 6:
+        numeric = all(isinstance(v, int | float) for v in values)
+        if len(values) <= 6 or not numeric:
             shown = ", ".join(fmt(v) if isinstance(v, float) else str(v) for v in values)
         else:
             shown = f"{axis.get('scale', 'linear')} {fmt(min(values))}–{fmt(max(values))}"
@@ -507,7 +508,9 @@ def glance(
             row["exploding from"] = fmt(exploding.min()) if len(exploding) else "never"
             top = regime.index.max()
             growth = by_scale["delta_growth"].mean()
-            row[f"×/layer at {_symbol(scale)} = {fmt(top)}"] = fmt(10 ** growth.loc[top])
+            row[f"×/layer at the largest {_symbol(scale)}"] = (
+                f"{fmt(10 ** growth.loc[top])} ({_symbol(scale)} = {fmt(top)})"
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -528,7 +531,7 @@ def _glance_blocks(summary, threshold, scale, facets) -> list[tuple]:
             f"Majority regime over replicates at each facet's largest depth (t = {fmt(threshold)}); "
             "the last column is the per-layer factor of the backward signal, 10^mean(delta_growth).",
         ),
-        ("table", list(table.columns), table.astype(str).values.tolist()),
+        ("table", list(table.columns), [[str(v) for v in row] for row in table.values.tolist()]),
     ]
 
 
