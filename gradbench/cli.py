@@ -214,8 +214,23 @@ def cmd_theory(args) -> int:
 
     registry.activation(args.activation)  # a clear error for unknown names
     described = theory.describe(args.activation, sigma_b2=args.sigma_b2, sigma_w2=args.sigma_w2)
-    print(json.dumps(described, indent=2) if args.json else theory.format_description(described))
+    print(
+        json.dumps(_strict_json(described), indent=2)
+        if args.json
+        else theory.format_description(described)
+    )
     return EXIT_OK
+
+
+def _strict_json(value):
+    """JSON has no Infinity or NaN: write them as the strings "inf", "-inf" and null."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def cmd_list(args) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from gradbench import cli, results
 
@@ -127,3 +128,21 @@ def test_summary_carries_mean_field_theory(tmp_path):
     small = tanh[tanh["sigma_w2"] < 1]
     np.testing.assert_allclose(small["chi1"], small["sigma_w2"], rtol=1e-6)
     assert (small["q_star"] == 0).all()
+
+
+def test_theory_command_prints_critical_point_and_depth_scales(capsys):
+    assert cli.main(["theory", "--activation", "tanh", "--sigma-b2", "0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "1.76095" in text and "xi_grad" in text and "chaotic" in text and "ordered" in text
+    assert (
+        cli.main(
+            ["theory", "--activation", "relu", "--sigma-b2", "0.05", "--sigma-w2", "3", "--json"]
+        )
+        == 0
+    )
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    data = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert data["chi1"] == pytest.approx(1.5) and data["q_star"] == "inf"
