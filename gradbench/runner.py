@@ -87,9 +87,10 @@ def execute(
             if table is not None:
                 fact["chunks_resumed"] += 1
             else:
-                t0 = time.perf_counter()
+                t0, compiling = time.perf_counter(), fact["compile_seconds"]
                 table = kernels.measure(task.static, task.members, task.plan)
-                fact["run_seconds"] = round(fact["run_seconds"] + time.perf_counter() - t0, 3)
+                spent = time.perf_counter() - t0 - (fact["compile_seconds"] - compiling)
+                fact["run_seconds"] = round(fact["run_seconds"] + spent, 3)
                 if store:
                     store.save(task.key, table)
             tables.append(table)
@@ -253,7 +254,10 @@ def run(
     if processes > 1:
         tables = _collect(store, tasks, wait_seconds)
     layers = pd.concat(tables, ignore_index=True)
-    run_obj = assemble(spec, configs, layers, facts, started, out_path, report=report)
+    training = _train(spec, configs, allow_imports=allow_imports, progress=progress)
+    run_obj = assemble(
+        spec, configs, layers, facts, started, out_path, report=report, training=training
+    )
     shutil.rmtree(store.directory, ignore_errors=True)
     return run_obj
 
@@ -305,21 +309,51 @@ def merge(
         if shard_file.is_file():
             facts.extend(json.loads(shard_file.read_text())["groups"])
     layers = pd.concat(tables, ignore_index=True)
-    return assemble(spec, configs, layers, facts, _now(), out_path, report=report)
+    training = _train(spec, configs, allow_imports=True, progress=False)
+    return assemble(
+        spec, configs, layers, facts, _now(), out_path, report=report, training=training
+    )
 
 
-def assemble(spec, configs, layers, facts, started, out_path: Path, *, report: bool) -> results.Run:
-    """Summary, manifest and report of a complete set of layers, published atomically."""
+def _train(spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool, progress: bool):
+    """The training of a sweep with a [train] section (gradbench.train), else None.
+
+    Training runs in the process that assembles the run (after the gradient chunks); it is not
+    split into resumable parts: its sweeps are laptop-sized by design.
+    """
+    if spec.train is None:
+        return None
+    from gradbench import train
+
+    return train.train_configs(spec, configs, allow_imports=allow_imports, progress=progress)
+
+
+def assemble(
+    spec, configs, layers, facts, started, out_path: Path, *, report: bool, training=None
+) -> results.Run:
+    """Summary, manifest and report of a complete set of layers, published atomically.
+
+    `training` (a `gradbench.train.Training`, for sweeps with a [train] section) adds the outcome
+    columns to the summary, `data/training.parquet`, `data/training_layers.parquet` and a
+    `training` entry to the manifest.
+    """
     layers = layers.sort_values(["config_id", "layer"], kind="stable", ignore_index=True)
     order = {cid: i for i, cid in enumerate(configs["config_id"])}
     layers = layers.iloc[np.argsort(layers["config_id"].map(order).to_numpy(), kind="stable")]
     layers = layers.reset_index(drop=True)
     summary = with_theory(classify.summarise(configs, layers, spec.threshold))
     manifest = build_manifest(spec, configs, facts, started)
+    if training is not None:
+        from gradbench import train
+
+        summary = train.with_outcomes(summary, training)
+        manifest["training"] = train.manifest_entry(spec.train, training)
     staged = results.staging_dir(out_path)
     try:
         run_obj = results.Run(staged, configs, layers, summary, manifest, spec.text)
         run_obj.write_data()
+        if training is not None:
+            train.attach(run_obj, training)
         if report:
             from gradbench import report as report_module
 
@@ -401,11 +435,30 @@ def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started
         "n_configs": len(configs),
         "threshold": spec.threshold,
         "axes": {
-            name: {"values": list(axis.values), "scale": axis.scale}
-            for name, axis in spec.axes.items()
-            if len(axis.values) > 1
+            **{
+                name: {"values": list(axis.values), "scale": axis.scale}
+                for name, axis in spec.axes.items()
+                if len(axis.values) > 1
+            },
+            **_train_axes(spec),
         },
         "sigma_w_given": spec.sigma_w_given,
         "sigma_b_given": spec.sigma_b_given,
         "groups": groups,
     }
+
+
+def _train_axes(spec: SweepSpec) -> dict:
+    """The swept training axes (optimizer, lr, clip, clip_threshold) in the manifest's `axes` form."""
+    if spec.train is None:
+        return {}
+    t = spec.train
+    thresholds = sorted({v for _, values in t.clip for v in values})
+    scale = "log" if len(thresholds) > 2 and max(thresholds) >= 100 * min(thresholds) else "linear"
+    axes = {
+        "optimizer": {"values": list(t.optimizer.values), "scale": "linear"},
+        "lr": {"values": list(t.lr.values), "scale": t.lr.scale},
+        "clip": {"values": [rule for rule, _ in t.clip], "scale": "linear"},
+        "clip_threshold": {"values": thresholds, "scale": scale},
+    }
+    return {name: axis for name, axis in axes.items() if len(axis["values"]) > 1}
