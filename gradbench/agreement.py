@@ -30,6 +30,8 @@ REASONS = {
 def cells(summary: pd.DataFrame) -> pd.DataFrame:
     """Replicate means of the measured factor and theory's chi_1, one row per cell (needs chi1)."""
     frame = summary.assign(measured=10 ** (2 * summary["delta_growth"]))
+    if "q_star" not in frame:
+        frame["q_star"] = np.nan
     keys = [c for c in CELL if c in frame]
     grouped = frame.groupby(keys, sort=True, dropna=False)
     out = grouped.agg(

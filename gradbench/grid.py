@@ -15,7 +15,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from gradbench import registry
-from gradbench.spec import SweepSpec
+from gradbench.spec import SweepSpec, TrainSpec
 
 
 class StaticKey(NamedTuple):
@@ -39,11 +39,45 @@ class StaticKey(NamedTuple):
         )
 
 
+class TrainKey(NamedTuple):
+    """What one compiled trainer is specialised on: the network's StaticKey and the training code path.
+
+    Learning rate, clip threshold and which of `clips` a config uses are not here: they are
+    per-config arrays that vmap sees. `clips` lists every clipping rule of the sweep; a trainer
+    computes each of them (cheap elementwise work beside the matrix products) and selects per
+    config, so a clipping sweep compiles once per network group, not once per rule.
+    """
+
+    static: StaticKey
+    optimizer: str
+    clips: tuple[str, ...]
+    task: str
+    steps: int
+    log_every: int
+    samples: int
+    batch: int
+    outputs: int
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.static.label}-{self.optimizer}-clip_{'+'.join(self.clips)}-{self.task}"
+            f"-K{self.steps}"
+            f"-n{self.samples}-b{self.batch}-o{self.outputs}"
+        )
+
+
+# Config columns of the training axes ([train] sections only); `clip_threshold` is NaN for "none".
+TRAIN_COLUMNS = ["optimizer", "lr", "clip", "clip_threshold", "task", "steps", "samples"]
+TRAIN_COLUMNS += ["train_batch", "outputs"]
+
+
 def config_id(row: dict) -> str:
     """Stable hash of a canonical configuration.
 
     dtype and measurement mode are left out on purpose: a float64 run and a float32 run of the same
-    sweep use the same draws and are compared config by config.
+    sweep use the same draws and are compared config by config. Training settings enter only when
+    the sweep has a [train] section, so sweeps without one keep their ids.
     """
     canonical = {
         "seed": int(row["seed"]),
@@ -58,6 +92,19 @@ def config_id(row: dict) -> str:
         "batch": int(row["batch"]),
         "replicate": int(row["replicate"]),
     }
+    if "optimizer" in row:
+        threshold = float(row["clip_threshold"])
+        canonical["train"] = {
+            "optimizer": row["optimizer"],
+            "lr": repr(float(row["lr"])),
+            "clip": row["clip"],
+            "clip_threshold": None if math.isnan(threshold) else repr(threshold),
+            "task": row["task"],
+            "steps": int(row["steps"]),
+            "samples": int(row["samples"]),
+            "batch": int(row["train_batch"]),
+            "outputs": int(row["outputs"]),
+        }
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,6 +144,8 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
     frame["dtype"] = spec.dtype
     frame["measure"] = spec.measure
     frame["seed"] = spec.seed
+    if spec.train is not None:
+        frame = frame.merge(train_rows(spec.train), how="cross")
     frame["config_id"] = [config_id(r) for r in frame.to_dict("records")]
     buckets = depth_buckets(frame["depth"].tolist(), spec.depth_bucket_ratio)
     frame["group"] = [static_key(r, buckets[r["depth"]]).label for r in frame.to_dict("records")]
@@ -120,7 +169,65 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
         "measure",
         "seed",
     ]
+    if spec.train is not None:
+        clips = tuple(rule for rule, _ in spec.train.clip)
+        frame["train_group"] = [
+            train_key(r, buckets[r["depth"]], clips).label for r in frame.to_dict("records")
+        ]
+        columns += [*TRAIN_COLUMNS, "train_group"]
     return frame[columns]
+
+
+def train_rows(train: TrainSpec) -> pd.DataFrame:
+    """One row per training run of a network: optimizer x lr x (clip rule, threshold)."""
+    rules = [(r, t) for r, ts in train.clip for t in (ts or (math.nan,))]
+    rows = [
+        {
+            "optimizer": opt,
+            "lr": float(lr),
+            "clip": rule,
+            "clip_threshold": float(t),
+            "task": train.task,
+            "steps": train.steps,
+            "samples": train.samples,
+            "train_batch": train.batch,
+            "outputs": train.outputs,
+        }
+        for opt in train.optimizer.values
+        for lr in train.lr.values
+        for rule, t in rules
+    ]
+    return pd.DataFrame(rows)
+
+
+def train_key(row: dict, bucket_depth: int, clips: tuple[str, ...], log_every: int = 0) -> TrainKey:
+    """The trainer of a config row (`log_every` only changes what is recorded, not the group)."""
+    return TrainKey(
+        static=static_key(row, bucket_depth),
+        optimizer=row["optimizer"],
+        clips=clips,
+        task=row["task"],
+        steps=int(row["steps"]),
+        log_every=int(log_every),
+        samples=int(row["samples"]),
+        batch=int(row["train_batch"]),
+        outputs=int(row["outputs"]),
+    )
+
+
+def train_groups(configs: pd.DataFrame, spec: SweepSpec) -> list[tuple[TrainKey, pd.DataFrame]]:
+    """Configs grouped by TrainKey (one compiled trainer each), in config order."""
+    assert spec.train is not None
+    buckets = depth_buckets(configs["depth"].tolist(), spec.depth_bucket_ratio)
+    clips = tuple(rule for rule, _ in spec.train.clip)
+    keys = [
+        train_key(r, buckets[r["depth"]], clips, spec.train.log_every)
+        for r in configs.to_dict("records")
+    ]
+    out = []
+    for key in dict.fromkeys(keys):
+        out.append((key, configs[[k == key for k in keys]]))
+    return out
 
 
 def static_key(row: dict, bucket_depth: int) -> StaticKey:

@@ -20,6 +20,7 @@ if "matplotlib.pyplot" not in sys.modules:  # respect a backend the user already
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.collections import PatchCollection  # noqa: E402
 from matplotlib.colors import BoundaryNorm, ListedColormap, SymLogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -37,10 +38,14 @@ REGIME_COLOURS = {
 NONFINITE_STYLE = {"facecolor": REGIME_COLOURS["nonfinite"], "linewidth": 0}
 UNMEASURED_STYLE = {"facecolor": "0.85", "edgecolor": "0.45", "hatch": "///", "linewidth": 0}
 THEORY = {"color": "#00a050", "lw": 2}
-ID_COLUMNS = ("config_id", "group", "replicate", "seed")  # identify a config, do not describe it
+# identify a config, do not describe it
+ID_COLUMNS = ("config_id", "group", "replicate", "seed", "train_group")
 SCALE_AXES = ("sigma_w2", "sigma_w")
 RESULT_COLUMNS = {"regime", "underflow", "nonfinite", "threshold", "flag", "q", "chi1", "q_star",
                   "xi_c"}  # fmt: skip
+# Training outcomes (gradbench.train; docs/results.md); log10_* and *_ratio are results by name.
+RESULT_COLUMNS |= {"loss_initial", "loss_final", "loss_baseline", "trained", "diverged",
+                   "diverged_step", "clipped_fraction", "trained_below", "step", "loss"}  # fmt: skip
 LABELS = {
     "sigma_w2": r"$\sigma_w^2$",
     "sigma_w": r"$\sigma_w$",
@@ -55,6 +60,12 @@ LABELS = {
     "log10_grad_w": r"$\log_{10}\|\partial J/\partial W_l\|_F$",
     "log10_grad_b": r"$\log_{10}\|\partial J/\partial b_l\|$",
     "log10_q": r"$\log_{10} q_l$ (forward second moment)",
+    "lr": "learning rate",
+    "clip_threshold": "clip threshold",
+    "step": "step",
+    "fit": "loss / baseline loss",
+    "log10_update_norm": r"$\log_{10}$ update norm $\|\Delta\theta\|$",
+    "log10_grad_norm": r"$\log_{10}\|\nabla L\|$ before clipping",
 }
 
 
@@ -622,3 +633,259 @@ def theory_agreement(cells: pd.DataFrame, *, hue: str = "activation") -> Figure:
     ax.set_ylabel(r"measured $10^{2\,\mathrm{delta\_growth}}$ (mean over replicates)")
     ax.set_title(f"Measured per-layer factor vs theory (band: ±{TOLERANCE:.0%})")
     return fig
+
+
+# --- training dynamics (runs with a [train] section) -------------------------------------------
+
+DEPTH_SCALE_MULTIPLE = 6.0  # Schoenholz et al. (2017): networks train up to depth ~6 xi_c
+TRAINED_MARK = {"marker": "o", "s": 14, "color": "white", "edgecolors": "0.2", "linewidths": 0.6}
+DIVERGED_STYLE = {"facecolor": "#1a1a1a", "linewidth": 0}
+
+
+def clip_setting(clip: pd.Series, threshold: pd.Series) -> pd.Series:
+    """ "none", or the rule and its threshold ("global_norm 1"): one label per clipping setting."""
+    shown = threshold.map(lambda t: "" if pd.isna(t) else f" {float(t):.3g}")
+    return clip.astype(str) + shown.where(clip.astype(str) != "none", "")
+
+
+def _trained_cells(part: pd.DataFrame, x: str, y: str):
+    """Per (y, x): mean log10 final/initial loss (finite replicates), trained and diverged shares."""
+    tmp = part.assign(
+        _v=np.log10(part["loss_ratio"].where(part["loss_ratio"] > 0)),
+        _t=part["trained"].astype(float),
+        _d=part["diverged"].astype(float),
+    )
+    agg = tmp.groupby([y, x], sort=True).agg(mean=("_v", "mean"), trained=("_t", "mean"),
+                                             diverged=("_d", "mean"))  # fmt: skip
+    xs = np.sort(part[x].unique()).astype(float)
+    ys = np.sort(part[y].unique()).astype(float)
+    return xs, ys, agg.unstack(x).reindex(index=ys)
+
+
+def trainability_diagram(
+    summary: pd.DataFrame,
+    x: str,
+    y: str,
+    *,
+    facet: str | Sequence[str] | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+    multiple: float = DEPTH_SCALE_MULTIPLE,
+) -> Figure:
+    """Trainability phase diagram: colour = log10(final loss / initial loss), mean over replicates.
+
+    White dots mark cells where most replicates trained (the summary's `trained`: final loss below
+    `trained_below` times the task's baseline loss); black cells diverged in a replicate. Green:
+    the theory's depth scale, depth = `multiple` x xi_c at each x (Schoenholz et al. 2017 found
+    networks trainable up to about 6 xi_c), drawn when the summary carries `xi_c` and y is depth.
+    """
+    log_x, log_y = _usable_log(summary[x], log_x), _usable_log(summary[y], log_y)
+    ratio = np.log10(summary["loss_ratio"].where(summary["loss_ratio"] > 0)).to_numpy(float)
+    ratio = ratio[np.isfinite(ratio)]
+    vmin = min(-1.0, float(np.percentile(ratio, 2))) if ratio.size else -3.0
+    vmax = max(0.0, float(np.percentile(ratio, 98))) if ratio.size else 0.0
+    parts = _facets(summary, facet)
+    fig, axes = _grid(len(parts))
+    mesh, handles = None, {}
+    for ax, (title, part) in zip(axes, parts, strict=True):
+        xs, ys, grid = _trained_cells(part, x, y)
+        xe, ye = _edges(xs, log_x), _edges(ys, log_y)
+        z = grid["mean"].reindex(columns=xs).to_numpy(float)
+        mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(z), cmap="viridis", vmin=vmin, vmax=vmax)
+        diverged = grid["diverged"].reindex(columns=xs).to_numpy(float) > 0
+        if _mark(ax, xe, ye, diverged, "diverged", DIVERGED_STYLE):
+            handles["diverged"] = Patch(**DIVERGED_STYLE, label="diverged in a replicate")
+        trained = grid["trained"].reindex(columns=xs).to_numpy(float) > 0.5
+        rows, cols = np.nonzero(trained)
+        if rows.size:
+            ax.scatter(xs[cols], ys[rows], zorder=3, gid="trained", **TRAINED_MARK)
+            handles["trained"] = Line2D([], [], ls="", label="trained (most replicates)",
+                                        markerfacecolor="white", markeredgecolor="0.2",
+                                        marker="o")  # fmt: skip
+        if "xi_c" in part and y == "depth":
+            xi = part.groupby(x)["xi_c"].mean().reindex(xs).to_numpy(float)
+            scale = multiple * xi
+            ok = np.isfinite(scale) & (scale > 0)
+            if ok.any():
+                top = np.where(ok, np.minimum(scale, ye[-1] * 10), np.nan)
+                halo = [patheffects.withStroke(linewidth=4.5, foreground="white")]
+                ax.plot(xs, top, ls="-", marker="o", ms=3, gid="depth_scale", path_effects=halo,
+                        **THEORY)  # fmt: skip
+                handles["theory"] = Line2D(
+                    [], [], ls="-", label=rf"theory: depth = {multiple:g} $\xi_c$", **THEORY
+                )
+        handles.update((h.get_label(), h) for h in _theory(ax, part, x, y, xs, ys, None))
+        ax.set_xlim(xe[0], xe[-1])
+        ax.set_ylim(ye[0], ye[-1])
+        _axis_style(ax, "x", xs, log_x)
+        _axis_style(ax, "y", ys, log_y)
+        ax.set_title(title, fontsize=9)
+    cbar = fig.colorbar(mesh, ax=axes, shrink=0.9)
+    cbar.set_label(r"$\log_{10}$(final loss / initial loss), mean over replicates", fontsize=8)
+    n_rep = summary["replicate"].nunique() if "replicate" in summary else 1
+    title = f"Trainability over {label(x)} and {label(y)} ({n_rep} replicates per cell)"
+    legend = list(handles.values())
+    return _finish(
+        fig, axes, x, y, title, legend, loc="outside lower center", ncols=max(1, len(legend))
+    )
+
+
+def clipping_map(
+    summary: pd.DataFrame,
+    x: str,
+    *,
+    value: str = "fit_ratio",
+    facet: str | Sequence[str] | None = None,
+) -> Figure:
+    """Clipping effect map: one row per clipping setting, one column per x value, per facet.
+
+    `value` is drawn as log10 of its mean over replicates ("fit_ratio": final loss / baseline;
+    "update": the largest parameter update of the run, 10^log10_update_norm_max). Each cell states
+    what happened: "T" = every replicate trained, "t" = some did, "·" = none, "D" = every replicate
+    diverged, "d" = some did.
+    """
+    df = summary.assign(setting=clip_setting(summary["clip"], summary["clip_threshold"]))
+    if value == "update":
+        df = df.assign(_v=df["log10_update_norm_max"])
+        bar = r"$\log_{10}$ largest update norm $\max_t \|\Delta\theta_t\|$ (mean over replicates)"
+        cmap = "magma"
+    else:
+        df = df.assign(_v=np.log10(df[value].where(df[value] > 0)))
+        bar = rf"$\log_{{10}}$ {value} (final loss / baseline loss; mean over finite replicates)"
+        cmap = "viridis"
+    settings = list(dict.fromkeys(df.sort_values(["clip", "clip_threshold"])["setting"]))
+    settings = sorted(settings, key=lambda s: (s != "none", s))
+    v = df["_v"].to_numpy(float)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    parts = _facets(df, facet)
+    ncols = min(len(parts), 2)
+    nrows = -(-len(parts) // ncols)
+    xs = np.sort(df[x].unique())
+    fig = Figure(
+        figsize=(0.75 * len(xs) * ncols + 3.2, 0.42 * len(settings) * nrows + 2.2),
+        layout="constrained",
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(parts) :]:
+        fig.delaxes(ax)
+    mesh = None
+    for ax, (title, part) in zip(axes, parts, strict=True):
+        agg = part.groupby(["setting", x]).agg(
+            v=("_v", "mean"), t=("trained", "mean"), d=("diverged", "mean")
+        )
+        grid = agg.unstack(x).reindex(index=settings)
+        z = grid["v"].reindex(columns=xs).to_numpy(float)
+        mesh = ax.pcolormesh(np.ma.masked_invalid(z), cmap=cmap, vmin=lo, vmax=hi)
+        t = grid["t"].reindex(columns=xs).to_numpy(float)
+        d = grid["d"].reindex(columns=xs).to_numpy(float)
+        for i in range(len(settings)):
+            for j in range(len(xs)):
+                mark = _outcome_mark(t[i, j], d[i, j])
+                if mark:
+                    ax.text(j + 0.5, i + 0.5, mark, ha="center", va="center", fontsize=9,
+                            color="white" if not np.isfinite(z[i, j]) or z[i, j] < (lo + hi) / 2
+                            else "black", gid="outcome")  # fmt: skip
+        ax.set_facecolor("0.2")  # all replicates diverged: no finite value
+        ax.set_xticks(np.arange(len(xs)) + 0.5, labels=[_fmt(float(v)) for v in xs])
+        ax.set_yticks(np.arange(len(settings)) + 0.5, labels=settings, fontsize=8)
+        ax.set_xlabel(label(x))
+        ax.set_title(title, fontsize=9)
+    cbar = fig.colorbar(mesh, ax=list(axes[: len(parts)]), shrink=0.9)
+    cbar.set_label(bar, fontsize=8)
+    what = "updates" if value == "update" else "final loss"
+    fig.suptitle(
+        f"Clipping effect on the {what}: T/t = all/some replicates trained, D/d = all/some "
+        "diverged, · = none trained (dark cells: no finite value)",
+        fontsize=10,
+    )
+    return fig
+
+
+def _outcome_mark(trained: float, diverged: float) -> str:
+    if not np.isfinite(trained):
+        return ""
+    if diverged >= 1:
+        return "D"
+    if diverged > 0:
+        return "d"
+    if trained >= 1:
+        return "T"
+    return "t" if trained > 0 else "·"
+
+
+def training_curves(
+    steps: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    value: str = "fit",
+    hue: str | None = "sigma_w2",
+    facet: str | Sequence[str] | None = "regime",
+    fixed: Mapping[str, object] | None = None,
+    max_lines: int = 12,
+) -> Figure:
+    """`value` against the training step, one thin line per config, coloured by `hue`.
+
+    "fit" is the loss over the task's baseline loss (1 = no better than an input-independent
+    prediction); any column of training.parquet works too. Facets by `regime` (of the gradient at
+    initialisation) by default. `fixed` holds other axes at one value (e.g. {"depth": 32}).
+    """
+    keep = ["config_id", "replicate", "loss_baseline", "regime", "diverged_step"]
+    keep += _facet_cols(facet)
+    keep += [hue] if hue else []
+    keep += list(fixed or {})
+    summary = summary[list(dict.fromkeys(c for c in keep if c in summary))]
+    for col, v in (fixed or {}).items():
+        summary = summary[summary[col] == v]
+    df = steps.merge(summary, on="config_id", how="inner")
+    if value == "fit":
+        df = df.assign(fit=df["loss"] / df["loss_baseline"])
+    log_y = value in ("fit", "loss")
+    if "regime" in df:
+        order = [r for r in REGIMES if r in set(df["regime"])]
+        df = df.assign(regime=pd.Categorical(df["regime"], categories=order, ordered=True))
+    hue_col = palette = None
+    if hue is not None and hue in df:
+        values = np.sort(df[hue].unique())
+        if len(values) > max_lines:
+            values = values[
+                np.unique(np.linspace(0, len(values) - 1, max_lines).round().astype(int))
+            ]
+        df = df[df[hue].isin(values)].assign(_hue=lambda d: d[hue].map(_fmt))
+        hue_col = "_hue"
+        order = [_fmt(v) for v in values]
+        colours = sns.color_palette("viridis" if len(order) > 4 else "deep", len(order))
+        palette = dict(zip(order, colours, strict=True))
+    parts = _facets(df, facet)
+    fig, axes = _grid(len(parts), extra_w=1.8)
+    for ax, (name, part) in zip(axes, parts, strict=True):
+        for (_, key), line in part.groupby(["config_id", hue_col or "config_id"], sort=False):
+            line = line.sort_values("step")
+            y = line[value].to_numpy(float)
+            colour = palette[key] if palette else "0.3"
+            ax.plot(line["step"], y, color=colour, lw=0.9, alpha=0.8)
+            gone = line["diverged"].to_numpy(bool)
+            if gone.any():  # the last value before divergence, and a cross at its step
+                ok = np.isfinite(y) & ~gone
+                if ok.any():
+                    last = np.nonzero(ok)[0][-1]
+                    ax.plot(line["step"].iloc[last], y[last], "o", ms=4, color=colour)
+                step = line["step"].to_numpy()[gone][0]
+                if "diverged_step" in line and pd.notna(line["diverged_step"].iloc[0]):
+                    step = int(line["diverged_step"].iloc[0])
+                ax.plot([step], [1.0], "x", color="black", transform=ax.get_xaxis_transform(),
+                        gid="diverged")  # fmt: skip
+        if log_y:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.set_title(name, fontsize=9)
+    legend = [Line2D([], [], color=c, label=k) for k, c in (palette or {}).items()]
+    if df["diverged"].any():
+        legend.append(Line2D([], [], ls="", marker="x", color="black", label="diverged (step)"))
+        legend.append(Line2D([], [], ls="", marker="o", color="0.3", label="last value before it"))
+    notes = ", ".join(f"{label(k)} = {_fmt(v)}" for k, v in (fixed or {}).items())
+    title = f"{label(value)} during training, one line per config" + (f"; {notes}" if notes else "")
+    return _finish(
+        fig, axes, "step", value, title, legend, loc="outside right center",
+        title=label(hue) if hue_col else None,
+    )  # fmt: skip

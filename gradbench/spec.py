@@ -21,6 +21,9 @@ SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 DTYPES = ("float32", "float64")
 MEASURES = ("log", "plain")
 ARCHITECTURES = ("mlp",)
+OPTIMIZERS = ("sgd", "momentum", "adam")  # built from optax in gradbench.train
+CLIPS = ("none", "global_norm", "value", "adaptive")
+TASKS = ("teacher", "classification", "digits")
 
 # Axes a sweep may vary. Each may also be given as a single value.
 AXIS_KEYS = (
@@ -36,10 +39,24 @@ AXIS_KEYS = (
     "replicate",
 )
 SECTION_KEYS = {
-    "": {"name", "seed", "description", "model", "axes", "classify", "run"},
+    "": {"name", "seed", "description", "model", "axes", "classify", "run", "train"},
     "model": {"architecture", "width", "batch", "loss"},
     "classify": {"threshold"},
     "run": {"dtype", "measure", "chunk_size", "depth_bucket_ratio"},
+    "train": {
+        "optimizer",
+        "lr",
+        "clip",
+        "clip_threshold",
+        "steps",
+        "log_every",
+        "task",
+        "samples",
+        "batch",
+        "outputs",
+        "trained_below",
+        "chunk_size",
+    },
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -50,6 +67,43 @@ class Axis:
 
     values: tuple
     scale: str = "linear"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The `[train]` section: K optimiser steps for every config (gradbench.train).
+
+    Attributes:
+        optimizer: optimiser names (an axis; static: one compiled trainer per name).
+        lr: learning rates (an axis; dynamic: vmapped, never recompiles).
+        clip: (rule, thresholds) per clipping rule; thresholds are empty for "none" and are a
+            dynamic, vmapped axis otherwise.
+        steps: K; log_every: record every this many steps (and after the last one).
+        task: "teacher", "classification" or "digits" (gradbench.tasks); samples: data set size;
+            batch: examples per step (= samples: full-batch); outputs: regression targets or classes
+            (digits: always 10).
+        trained_below: a config "trained" when it did not diverge and its final loss is below this
+            fraction of the task's baseline loss (gradbench.tasks.baseline_loss).
+        chunk_size: configs per trainer call (default: from a memory estimate).
+    """
+
+    optimizer: Axis
+    lr: Axis
+    clip: tuple[tuple[str, tuple[float, ...]], ...]
+    steps: int
+    log_every: int
+    task: str
+    samples: int
+    batch: int
+    outputs: int
+    trained_below: float
+    chunk_size: int | None
+
+    @property
+    def n_runs(self) -> int:
+        """Training runs per network configuration."""
+        rules = sum(max(1, len(t)) for _, t in self.clip)
+        return len(self.optimizer.values) * len(self.lr.values) * rules
 
 
 @dataclass(frozen=True)
@@ -76,6 +130,7 @@ class SweepSpec:
     chunk_size: int | None
     depth_bucket_ratio: float
     imports: tuple[str, ...] = field(default=())
+    train: TrainSpec | None = None
 
     @property
     def sha256(self) -> str:
@@ -86,7 +141,8 @@ class SweepSpec:
 
     @property
     def n_configs(self) -> int:
-        return math.prod(len(a.values) for a in self.axes.values())
+        networks = math.prod(len(a.values) for a in self.axes.values())
+        return networks * (self.train.n_runs if self.train else 1)
 
 
 def resolve_path(spec: str | Path) -> Path:
@@ -134,7 +190,7 @@ class _Parser:
 
     def build(self, doc: dict, text: str, default_name: str, allow_imports: bool) -> SweepSpec:
         self.check_keys(doc, "")
-        for section in ("model", "classify", "run", "axes"):
+        for section in ("model", "classify", "run", "axes", "train"):
             if section in doc and not isinstance(doc[section], dict):
                 raise self.error(section, doc[section], "a table, e.g. [" + section + "]")
         model = doc.get("model", {})
@@ -229,7 +285,114 @@ class _Parser:
             chunk_size=chunk_size,
             depth_bucket_ratio=ratio,
             imports=tuple(imports),
+            train=self.train(doc["train"]) if "train" in doc else None,
         )
+
+    def train(self, table: dict) -> TrainSpec:
+        """The `[train]` section; see `TrainSpec`."""
+        self.check_keys(table, "train")
+        optimizer = self.axis_values(
+            table.get("optimizer", "sgd"), "train.optimizer", integer=False
+        )
+        for v in optimizer.values:
+            if v not in OPTIMIZERS:
+                raise self.error("train.optimizer", v, f"one of {list(OPTIMIZERS)}")
+        if "lr" not in table:
+            raise self.error("train.lr", "<missing>", "a learning rate or list of them, e.g. 0.01")
+        lr = self.axis_values(table["lr"], "train.lr", integer=False)
+        for v in lr.values:
+            if isinstance(v, str) or v <= 0:
+                raise self.error("train.lr", v, "finite numbers > 0")
+        steps = self.integer(table.get("steps", 200), "train.steps", minimum=1)
+        log_every = self.integer(
+            table.get("log_every", max(1, steps // 50)), "train.log_every", minimum=1
+        )
+        if log_every > steps:
+            raise self.error("train.log_every", log_every, f"an integer from 1 to steps = {steps}")
+        task = table.get("task", "teacher")
+        if task not in TASKS:
+            raise self.error("train.task", task, f"one of {list(TASKS)}")
+        if task == "digits":
+            from gradbench import tasks
+
+            if not tasks.digits_available():
+                raise self.error(
+                    "train.task",
+                    task,
+                    "'teacher' or 'classification'; 'digits' needs scikit-learn installed "
+                    "(pip install scikit-learn: its digits are bundled, nothing is downloaded)",
+                )
+        most = 1797 if task == "digits" else None
+        samples = self.integer(table.get("samples", 256), "train.samples", minimum=1)
+        if most is not None and samples > most:
+            raise self.error("train.samples", samples, f"an integer from 1 to {most} (digits)")
+        batch = self.integer(table.get("batch", samples), "train.batch", minimum=1)
+        if batch > samples:
+            raise self.error("train.batch", batch, f"an integer from 1 to samples = {samples}")
+        outputs = self.integer(table.get("outputs", 4), "train.outputs", minimum=1)
+        if task == "classification" and outputs < 2:
+            raise self.error("train.outputs", outputs, "at least 2 classes for classification")
+        below = self.number(table.get("trained_below", 0.1), "train.trained_below")
+        if not 0 < below < 1:
+            raise self.error(
+                "train.trained_below", below, "a fraction of the baseline loss, in (0, 1)"
+            )
+        chunk_size = table.get("chunk_size")
+        if chunk_size is not None:
+            chunk_size = self.integer(chunk_size, "train.chunk_size", minimum=1)
+        return TrainSpec(
+            optimizer=optimizer,
+            lr=lr,
+            clip=self.clip_rules(table),
+            steps=steps,
+            log_every=log_every,
+            task=task,
+            samples=samples,
+            batch=batch,
+            outputs=outputs,
+            trained_below=below,
+            chunk_size=chunk_size,
+        )
+
+    def clip_rules(self, table: dict) -> tuple[tuple[str, tuple[float, ...]], ...]:
+        """`clip` (rules) with `clip_threshold`: one axis for every rule, or a table per rule."""
+        rules = self.axis_values(table.get("clip", "none"), "train.clip", integer=False).values
+        for rule in rules:
+            if rule not in CLIPS:
+                raise self.error("train.clip", rule, f"one of {list(CLIPS)}")
+        clipping = [r for r in rules if r != "none"]
+        given = table.get("clip_threshold")
+        if given is None:
+            if clipping:
+                raise self.error(
+                    "train.clip_threshold",
+                    "<missing>",
+                    f"a threshold (or list) for clip rules {clipping}, or a table per rule, e.g. "
+                    "{ global_norm = [1.0], value = [0.01] }",
+                )
+            return tuple((r, ()) for r in rules)
+        per_rule = isinstance(given, dict) and given and set(given) <= set(CLIPS)
+        if per_rule:
+            extra = sorted(set(given) - set(clipping))
+            if extra:
+                raise self.error(
+                    f"train.clip_threshold.{extra[0]}", given[extra[0]],
+                    f"thresholds only for the clip rules in train.clip ({clipping})",
+                )  # fmt: skip
+        out = []
+        for rule in rules:
+            if rule == "none":
+                out.append((rule, ()))
+                continue
+            where = f"train.clip_threshold.{rule}" if per_rule else "train.clip_threshold"
+            if per_rule and rule not in given:
+                raise self.error(where, "<missing>", f"thresholds for every rule in {clipping}")
+            axis = self.axis_values(given[rule] if per_rule else given, where, integer=False)
+            for v in axis.values:
+                if isinstance(v, str) or v <= 0:
+                    raise self.error(where, v, "finite numbers > 0")
+            out.append((rule, tuple(axis.values)))
+        return tuple(out)
 
     def check_keys(self, table: dict, section: str) -> None:
         allowed = SECTION_KEYS[section]

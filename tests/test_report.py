@@ -217,5 +217,5 @@ def test_report_one_dimensional_sweep_into_other_directory(tmp_path):
     index = report.write_report(run, out_dir=tmp_path / "elsewhere")
     assert index == tmp_path / "elsewhere" / "index.html"
     figures = {p.stem for p in (tmp_path / "elsewhere" / "figures").glob("*.png")}
-    assert figures == {"ratio_curves", "layers_delta"}
+    assert figures == {"ratio_curves", "layers_delta", "theory_agreement"}  # the summary has chi1
     assert not (tmp_path / "run" / "index.html").exists()

@@ -1,0 +1,103 @@
+"""Training tasks, generated in-process from the sweep's seed: nothing is downloaded, ever.
+
+- `teacher`: regression onto a random teacher network, t = V tanh(U x) with U ~ N(0, 1/width),
+  V ~ N(0, 1/width), x ~ N(0, I_width); each target column standardised to mean 0, variance 1 over
+  the data set. Loss: 0.5 mean((y - t)^2) over examples and outputs.
+- `classification`: labels = argmax of such a teacher's `outputs` scores (roughly balanced classes).
+  Loss: mean softmax cross-entropy.
+- `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes; shipped inside the
+  scikit-learn wheel, no download), features standardised, then mapped to the network width by a
+  fixed random projection (the identity when width = 64). Needs scikit-learn installed.
+
+A task depends only on (seed, task, samples, width, outputs): every configuration, replicate and
+optimiser of a sweep trains on the same data, so differences between configs are never data noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Task data is drawn from fold_in(key(seed), TASK_SALT): a stream that replicate keys
+# (fold_in(key(seed), replicate) with small replicate indices) never reach.
+TASK_SALT = 0x7A5C0DE
+CLASSIFICATION = ("classification", "digits")
+DIGITS_SAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+
+
+class TaskData(NamedTuple):
+    """Inputs `x` (samples, width) and targets: (samples, outputs) floats or (samples,) int labels."""
+
+    x: jax.Array
+    target: jax.Array
+
+
+def outputs_of(task: str, outputs: int) -> int:
+    """Width of the network's readout for `task` (digits always has 10 classes)."""
+    return DIGITS_CLASSES if task == "digits" else outputs
+
+
+def digits_available() -> bool:
+    try:
+        import sklearn.datasets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_task(
+    task: str, *, seed: int, samples: int, width: int, outputs: int, dtype=jnp.float32
+) -> TaskData:
+    """The data set of `task` (see the module docstring); deterministic in its arguments."""
+    key = jax.random.fold_in(jax.random.key(int(seed)), TASK_SALT)
+    k_x, k_u, k_v, k_p = jax.random.split(key, 4)
+    if task == "digits":
+        return _digits(k_p, samples, width, dtype)
+    x = jax.random.normal(k_x, (samples, width), jnp.float32)
+    u = jax.random.normal(k_u, (width, width), jnp.float32) / math.sqrt(width)
+    v = jax.random.normal(k_v, (width, outputs), jnp.float32) / math.sqrt(width)
+    scores = jnp.tanh(x @ u) @ v
+    if task == "teacher":
+        mean, std = scores.mean(0, keepdims=True), scores.std(0, keepdims=True)
+        target = (scores - mean) / jnp.maximum(std, 1e-12)
+        return TaskData(x.astype(dtype), target.astype(dtype))
+    return TaskData(x.astype(dtype), jnp.argmax(scores, axis=1).astype(jnp.int32))
+
+
+def _digits(key, samples: int, width: int, dtype) -> TaskData:
+    from sklearn.datasets import load_digits  # bundled with the package: no download
+
+    images, labels = load_digits(return_X_y=True)
+    order = np.asarray(jax.random.permutation(key, DIGITS_SAMPLES))[:samples]
+    x = images[order].astype(np.float64)
+    x = (x - images.mean(0)) / np.where(images.std(0) > 0, images.std(0), 1.0)
+    if width != DIGITS_FEATURES:
+        proj = jax.random.normal(jax.random.fold_in(key, 1), (DIGITS_FEATURES, width), jnp.float32)
+        x = x @ np.asarray(proj, np.float64) / math.sqrt(DIGITS_FEATURES)
+    return TaskData(jnp.asarray(x, dtype), jnp.asarray(labels[order], jnp.int32))
+
+
+def loss(task: str, y: jax.Array, target: jax.Array) -> jax.Array:
+    """The task's training loss of outputs `y` (examples, outputs) against `target`."""
+    if task in CLASSIFICATION:
+        return optax.softmax_cross_entropy_with_integer_labels(y, target).mean()
+    return 0.5 * jnp.mean(jnp.square(y - target))
+
+
+def baseline_loss(task: str, data: TaskData) -> float:
+    """The loss of the best input-independent prediction: what a net that learned nothing reaches.
+
+    Regression: predict the target mean (0.5 mean of the centred squares; 0.5 for `teacher`, whose
+    targets are standardised). Classification: predict the class frequencies (their entropy).
+    """
+    target = np.asarray(data.target)
+    if task in CLASSIFICATION:
+        freq = np.bincount(target) / target.size
+        freq = freq[freq > 0]
+        return float(-(freq * np.log(freq)).sum())
+    return float(0.5 * np.mean(np.square(target - target.mean(0))))
