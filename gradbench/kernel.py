@@ -1,4 +1,4 @@
-"""One compiled gradient computation per StaticKey: jax.grad of the loss, vmapped over configs.
+"""One compiled gradient computation per StaticKey: the forward and backward scans, vmapped over configs.
 
 A chunk is laid out (replicates, configs): the inner vmap runs the configs of one replicate, which share
 their standard draws, so every layer's forward and backward product is one (configs x batch, width)
@@ -11,11 +11,10 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
+from gradbench.backprop import make_backward
 from gradbench.grid import StaticKey
-from gradbench.layerstats import N_TAG
-from gradbench.model import Forward, make_loss, replicate_key, shared_draws
+from gradbench.model import Forward, make_forward, replicate_key, shared_draws
 
 
 class Chunk(NamedTuple):
@@ -37,18 +36,17 @@ class RawStats(NamedTuple):
 @functools.cache
 def make_kernel(static: StaticKey, allow_imports: bool = False):
     """The jitted `kernel(seed, chunk) -> RawStats` for one StaticKey (compiled once per chunk shape)."""
-    loss = make_loss(static, allow_imports)
-    grad = jax.grad(loss, has_aux=True)
-    dtype = jnp.dtype(static.dtype)
+    forward = make_forward(static, allow_imports)
+    backward = make_backward(static, allow_imports)
 
     def one_replicate(seed, replicate, sigma_w, sigma_b, depth):
         rep_key = replicate_key(seed, replicate)
         shared = shared_draws(rep_key, static.batch, static.width)
-        tags = jnp.zeros((static.depth, N_TAG), dtype)
 
         def one_config(sw, sb, d):
-            tag_grads, forward = grad(tags, rep_key, shared, sw, sb, d)
-            return RawStats(tag_grads, forward)
+            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d)
+            tags = backward(rep_key, shared.x.astype(saved.z_in.dtype), saved, top_grad, sw, d)
+            return RawStats(tags, facts)
 
         return jax.vmap(one_config)(sigma_w, sigma_b, depth)
 

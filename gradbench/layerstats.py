@@ -1,11 +1,10 @@
 """Per-layer statistics, computed on device inside the backward pass.
 
-`make_observe` builds an identity function on a layer's pre-activation z whose backward pass sees the
-backward signal dJ/dz_l and the layer input h_{l-1}, reports their statistics through the cotangent of a
-zero "tag" argument (so `jax.grad` with respect to the tags returns the statistics), and optionally
-renormalises the backward signal to unit norm. The log of every norm it removes is reported, so the
-true magnitudes are recovered exactly on the host (see `gradbench.measure`) while float32 arithmetic
-never sees numbers far from 1.
+`layer_stats` reads a layer's backward signal dJ/dz_l and its input h_{l-1} and returns their
+statistics as one "tag" vector per layer. In log mode the backward pass (`gradbench.backprop`) then
+passes the signal on divided by its norm; the log of every norm it removes is in the tags, so the true
+magnitudes are recovered exactly on the host (see `gradbench.measure`) while float32 arithmetic never
+sees numbers far from 1.
 """
 
 from __future__ import annotations
@@ -58,51 +57,52 @@ def log_frobenius(x: jax.Array) -> jax.Array:
     return unit_norm(x).log_norm
 
 
-def log_outer_norm(d_unit: jax.Array, h_unit: jax.Array, *, gram: bool) -> jax.Array:
-    """log ||d^T h||_F for unit-norm (batch, width) factors: the weight gradient of a dense layer.
+def prefer_gram(batch: int, width: int) -> bool:
+    """Whether `log_outer_norm` should use Gram matrices for (batch, width) factors.
 
-    With gram=True it uses ||D^T H||_F^2 = <D D^T, H H^T>, cheaper when batch < width / 2, and never
-    materialises the (width, width) matrix.
+    Both forms cost the same flops at 2 x batch = width (2 B W^2 against 4 B^2 W); there the Gram form
+    still wins because its outputs are (B, B) rather than (W, W).
+    """
+    return 2 * batch <= width
+
+
+def log_outer_norm(d_unit: jax.Array, h: jax.Array, h_max_abs: jax.Array, *, gram: bool) -> jax.Array:
+    """log ||d^T h||_F for a unit-norm d and any h, both (batch, width): a dense layer's weight gradient.
+
+    h is scaled to max|h| = 1 first, so every entry of d^T h (or of the Gram matrices) is at most
+    sqrt(batch) and the plain sum of squares neither overflows nor, for any h that is not flagged
+    tiny, underflows. With gram=True it uses ||D^T H||_F^2 = <D D^T, H H^T> and never materialises
+    the (width, width) matrix.
     """
     precision = jax.lax.Precision.HIGHEST
+    usable = (h_max_abs > 0) & jnp.isfinite(h_max_abs)
+    scale = jnp.where(usable, h_max_abs, 1.0)
+    h_scaled = h / scale
     if gram:
         dd = jnp.matmul(d_unit, d_unit.T, precision=precision)
-        hh = jnp.matmul(h_unit, h_unit.T, precision=precision)
-        return 0.5 * jnp.log(jnp.maximum(jnp.sum(dd * hh), 0.0))
-    return log_frobenius(jnp.matmul(d_unit.T, h_unit, precision=precision))
+        hh = jnp.matmul(h_scaled, h_scaled.T, precision=precision)
+        square = jnp.maximum(jnp.sum(dd * hh), 0.0)
+    else:
+        square = jnp.sum(jnp.square(jnp.matmul(d_unit.T, h_scaled, precision=precision)))
+    return 0.5 * jnp.log(square) + jnp.log(scale)
 
 
-def make_observe(*, renormalise: bool, gram: bool):
-    """The identity `observe(z, h_prev, tag) -> z` whose VJP writes layer statistics into `tag`'s cotangent.
+def layer_stats(delta: jax.Array, h_prev: jax.Array, *, gram: bool) -> tuple[jax.Array, UnitNorm]:
+    """A layer's tag vector from its backward signal delta = dJ/dz_l and its input h_{l-1}.
 
-    The tag cotangent holds [ln ||delta||, ln ||delta_unit^T h_prev||, ln ||sum_b delta_unit||, tiny_delta,
-    tiny_input] where delta is the cotangent of z in the current frame and the tiny flags (`is_tiny`) are 1
-    when delta (or h_prev) has lost digits to underflow, zero included.
+    Returns the statistics [ln ||delta||, ln ||delta_unit^T h_prev||, ln ||sum_b delta_unit||, tiny_delta,
+    tiny_input] (the tiny flags, `is_tiny`, are 1 when delta or h_prev has lost digits to underflow, zero
+    included) and delta's `UnitNorm`, whose unit part is what log mode passes down.
     """
-
-    @jax.custom_vjp
-    def observe(z, h_prev, tag):
-        del h_prev, tag
-        return z
-
-    def forward(z, h_prev, tag):
-        del tag
-        return z, h_prev
-
-    def backward(h_prev, delta):
-        d = unit_norm(delta)
-        h = unit_norm(h_prev)
-        stats = jnp.stack(
-            [
-                d.log_norm,
-                log_outer_norm(d.unit, h.unit, gram=gram) + h.log_norm,
-                log_frobenius(jnp.sum(d.unit, axis=0)),
-                is_tiny(d.max_abs),
-                is_tiny(h.max_abs),
-            ]
-        )
-        passed_on = d.unit if renormalise else delta
-        return passed_on, jnp.zeros_like(h_prev), stats.astype(delta.dtype)
-
-    observe.defvjp(forward, backward)
-    return observe
+    d = unit_norm(delta)
+    h_max_abs = jnp.max(jnp.abs(h_prev))
+    stats = jnp.stack(
+        [
+            d.log_norm,
+            log_outer_norm(d.unit, h_prev, h_max_abs, gram=gram),
+            log_frobenius(jnp.sum(d.unit, axis=0)),
+            is_tiny(d.max_abs),
+            is_tiny(h_max_abs),
+        ]
+    )
+    return stats.astype(delta.dtype), d

@@ -1,4 +1,4 @@
-"""The fully connected network, its common random numbers, and its forward pass in scaled frames.
+"""The fully connected network: its common random numbers and its forward pass in scaled frames.
 
 Common random numbers: layer l's standard draws Z_l, beta_l depend only on (seed, replicate, layer index,
 shape), drawn in float32 whatever the compute dtype. A config uses W_l = sigma_w / sqrt(width) Z_l and
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from gradbench import registry
 from gradbench.grid import StaticKey
-from gradbench.layerstats import is_tiny, make_observe, unit_norm
+from gradbench.layerstats import is_tiny, unit_norm
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
 
@@ -29,14 +29,25 @@ def replicate_key(seed, replicate) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), replicate)
 
 
+def _layer_keys(rep_key: jax.Array, layer) -> jax.Array:
+    return jax.random.split(jax.random.fold_in(jax.random.fold_in(rep_key, LAYER_STREAM), layer))
+
+
+def weight_draw(rep_key: jax.Array, layer, width: int, init_family: str) -> jax.Array:
+    """Standard draw Z_l (width, width) of hidden layer `layer` (0-based), unit variance, float32."""
+    return registry.INIT_FAMILIES[init_family].draw(_layer_keys(rep_key, layer)[0], (width, width))
+
+
+def bias_draw(rep_key: jax.Array, layer, width: int) -> jax.Array:
+    """Standard draw beta_l (width,) of hidden layer `layer`, N(0, 1), float32."""
+    return jax.random.normal(_layer_keys(rep_key, layer)[1], (width,), jnp.float32)
+
+
 def layer_draws(
     rep_key: jax.Array, layer, width: int, init_family: str
 ) -> tuple[jax.Array, jax.Array]:
     """Standard draws (Z_l, beta_l) of hidden layer `layer` (0-based), unit variance, float32."""
-    key = jax.random.fold_in(jax.random.fold_in(rep_key, LAYER_STREAM), layer)
-    key_w, key_b = jax.random.split(key)
-    z = registry.INIT_FAMILIES[init_family].draw(key_w, (width, width))
-    return z, jax.random.normal(key_b, (width,), jnp.float32)
+    return weight_draw(rep_key, layer, width, init_family), bias_draw(rep_key, layer, width)
 
 
 class Shared(NamedTuple):
@@ -62,64 +73,80 @@ class Forward(NamedTuple):
     """Per-layer forward facts (leading axis: layer) and the frame scale of the loss gradient."""
 
     log_q: jax.Array  # ln mean(z_l^2), true scale
-    tiny_z: (
-        jax.Array
-    )  # 1 where max|z_hat_l| is below the smallest normal number: q_l has lost its digits
+    tiny_z: jax.Array  # 1 where max|z_hat_l| has lost its digits to underflow (`is_tiny`)
     log_h_scale: jax.Array  # s_{l-1}: h_{l-1} = exp(s_{l-1}) h_hat_{l-1}
     log_top_scale: jax.Array  # dJ/dz_l = exp(log_top_scale - s_{l-1}) * d J_hat / d z_hat_l
 
 
-def make_loss(static: StaticKey, allow_imports: bool = False):
-    """Builds `loss(tags, rep_key, shared, sigma_w, sigma_b, depth) -> (J_hat, Forward)` for one config.
+class Saved(NamedTuple):
+    """What the backward pass reads back: one array per layer, everything else it recomputes.
 
-    `jax.grad` of it with respect to `tags` (shape (depth_bucket, N_TAG), zeros) gives the raw per-layer
-    statistics of `gradbench.layerstats`. Layers at index >= depth are identity.
+    Layer l's entries describe its input h_hat_{l-1} = phi(z_hat_{l-1}) exp(-log_rms_{l-1}), so that the
+    reverse scan reads everything about a layer at its own step (entry 0 is unused: h_{-1} is x).
+    """
+
+    z_in: jax.Array  # (depth, batch, width) z_hat_{l-1}
+    log_rms_in: jax.Array  # (depth,) log_rms_{l-1}, the frame step of the layer below
+    z_top: jax.Array  # (batch, width) z_hat of the last layer, whose output feeds the readout
+    log_rms_top: jax.Array
+
+
+def make_forward(static: StaticKey, allow_imports: bool = False):
+    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth) -> (Saved, Forward, top_grad)`.
+
+    One config's forward pass; `top_grad` is d J_hat / d h_hat_top, the loss gradient in the frame of
+    the last layer (probe loss J = mean_b <u_b, W_out h_b>, or mse J = mean_b ||W_out h_b - t_b||^2 / 2).
+    Layers at index >= depth are identity.
     """
     phi = registry.activation(static.activation, allow_imports=allow_imports)
-    log_mode = static.measure == "log"
-    renormalise_forward = log_mode and phi.homogeneous
-    observe = make_observe(renormalise=log_mode, gram=2 * static.batch < static.width)
+    renormalise = static.measure == "log" and phi.homogeneous
     dtype = jnp.dtype(static.dtype)
     width, batch = static.width, static.batch
     log_size = math.log(batch * width)
     precision = jax.lax.Precision.HIGHEST
 
-    def loss(tags, rep_key, shared: Shared, sigma_w, sigma_b, depth):
+    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
         sigma_b = sigma_b.astype(dtype)
 
         def layer(carry, inputs):
-            h, s = carry
-            index, tag = inputs
-            z_std, beta = layer_draws(rep_key, index, width, static.init_family)
+            h, s, z_below, log_rms_below = carry
+            index, beta = inputs
+            z_std = weight_draw(rep_key, index, width, static.init_family)
             # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
             # that exp(-s) overflowing never turns 0 into NaN.
-            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta.astype(dtype)[None, :]
+            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta[None, :]
             z = weight_scale * jnp.matmul(h, z_std.astype(dtype).T, precision=precision) + bias
-            z = observe(z, h, tag)
             z_norm = unit_norm(z)
             log_q = 2 * z_norm.log_norm - log_size + 2 * s
-            h_next, s_next = phi.fn(z), s
-            if renormalise_forward:
-                log_rms = jax.lax.stop_gradient(unit_norm(h_next).log_norm - 0.5 * log_size)
+            h_next, log_rms = phi.fn(z), jnp.zeros((), dtype)
+            if renormalise:
+                log_rms = unit_norm(h_next).log_norm - 0.5 * log_size
                 log_rms = jnp.where(jnp.isfinite(log_rms), log_rms, 0.0)
-                h_next, s_next = h_next * jnp.exp(-log_rms), s + log_rms
+                h_next = h_next * jnp.exp(-log_rms)
+            # Past the config's depth layers are identity: h and s stay. z and log_rms need no mask,
+            # the backward pass reads them only below the depth.
             active = index < depth
-            carry = (jnp.where(active, h_next, h), jnp.where(active, s_next, s))
-            return carry, (log_q, is_tiny(z_norm.max_abs), s)
+            carry = (jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s), z, log_rms)
+            return carry, (z_below, log_rms_below, log_q, is_tiny(z_norm.max_abs), s)
 
         x = shared.x.astype(dtype)
-        layers = (jnp.arange(static.depth), tags)
-        (h_top, s_top), (log_q, tiny_z, log_h_scale) = jax.lax.scan(
-            layer, (x, jnp.zeros((), dtype)), layers
+        start = (x, jnp.zeros((), dtype), jnp.zeros_like(x), jnp.zeros((), dtype))
+        indices = jnp.arange(static.depth)
+        # Drawn before the scan: inside it XLA would fuse the draw into the per-element loop that adds
+        # the bias, evaluating it once per row (configs x batch) instead of once.
+        betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width).astype(dtype)
+        (h_top, s_top, z_top, log_rms_top), (z_in, log_rms_in, log_q, tiny_z, log_h_scale) = (
+            jax.lax.scan(layer, start, (indices, betas))
         )
-        y = jnp.matmul(h_top, shared.readout.astype(dtype).T, precision=precision)
+        readout = shared.readout.astype(dtype)
         probe = shared.probe.astype(dtype)
         if static.loss == "probe":
-            j_hat, log_top = jnp.sum(probe * y) / batch, s_top
+            dj_dy, log_top = probe / batch, s_top
         else:  # mse: dJ/dy = y - t = exp(s_top) (y_hat - t exp(-s_top))
-            target = jax.lax.stop_gradient(probe * jnp.exp(-s_top))
-            j_hat, log_top = 0.5 * jnp.sum(jnp.square(y - target)) / batch, 2 * s_top
-        return j_hat, Forward(log_q, tiny_z, log_h_scale, log_top)
+            y = jnp.matmul(h_top, readout.T, precision=precision)
+            dj_dy, log_top = (y - probe * jnp.exp(-s_top)) / batch, 2 * s_top
+        top_grad = jnp.matmul(dj_dy, readout, precision=precision)
+        return Saved(z_in, log_rms_in, z_top, log_rms_top), Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
 
-    return loss
+    return forward

@@ -1,0 +1,72 @@
+"""The backward pass, written out: a reverse scan over layers that measures every layer as it goes.
+
+Per layer it recomputes what the forward pass did not keep (the layer input h_{l-1} = phi(z_{l-1}) and
+the slope phi'(z_l) from the one saved array z, the standard draw Z_l from its key), forms the backward
+signal delta_l = dJ/dz_l, reads its statistics (`gradbench.layerstats.layer_stats`) and passes
+dJ/dh_{l-1} = sigma_w / sqrt(width) delta_l Z_l down. In log mode it passes delta_l divided by its norm,
+so float32 never sees numbers far from 1; the logs of the removed norms are in the statistics.
+
+Writing it out, rather than `jax.grad` through the forward scan, keeps the saved set to one
+(batch, width) array per layer: autodiff would also keep Z_l, h_{l-1} and phi(z_l), which at depth
+dominate both memory and the time spent moving it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gradbench import registry
+from gradbench.grid import StaticKey
+from gradbench.layerstats import layer_stats, prefer_gram
+from gradbench.model import Saved, weight_draw
+
+
+def make_backward(static: StaticKey, allow_imports: bool = False):
+    """Builds `backward(rep_key, x, saved, top_grad, sigma_w, depth) -> tags` for one config.
+
+    `tags` has shape (depth_bucket, N_TAG): layer l's raw statistics (`gradbench.layerstats`), with
+    delta_l in the frame of the layer input. Layers at index >= depth are identity: they pass the
+    signal through and their tags are meaningless (`gradbench.measure` drops them).
+    """
+    phi = registry.activation(static.activation, allow_imports=allow_imports)
+    log_mode = static.measure == "log"
+    gram = prefer_gram(static.batch, static.width)
+    dtype = jnp.dtype(static.dtype)
+    width = static.width
+    precision = jax.lax.Precision.HIGHEST
+
+    renormalised = log_mode and phi.homogeneous  # as in `gradbench.model.make_forward`
+
+    def output_and_slope(z, log_rms):
+        """h_hat = phi(z) exp(-log_rms) as the forward pass made it, and d h_hat / d z."""
+        h, slope = jax.jvp(phi.fn, (z,), (jnp.ones_like(z),))
+        if not renormalised:
+            return h, slope
+        frame = jnp.exp(-log_rms)
+        return h * frame, slope * frame
+
+    def backward(rep_key, x, saved: Saved, top_grad, sigma_w, depth):
+        weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
+        _, top_slope = output_and_slope(saved.z_top, saved.log_rms_top)
+
+        def layer(carry, inputs):
+            grad_h, slope = carry  # dJ/dh_hat_l and d h_hat_l / d z_hat_l
+            index, z_in, log_rms_in = inputs
+            h_prev, slope_prev = output_and_slope(z_in, log_rms_in)
+            h_prev = jnp.where(index == 0, x, h_prev)
+            active = index < depth
+            delta = jnp.where(active, grad_h * slope, 0.0)
+            stats, delta_norm = layer_stats(delta, h_prev, gram=gram)
+            passed = delta_norm.unit if log_mode else delta
+            z_std = weight_draw(rep_key, index, width, static.init_family)
+            grad_prev = weight_scale * jnp.matmul(passed, z_std.astype(dtype), precision=precision)
+            return (jnp.where(active, grad_prev, grad_h), slope_prev), stats
+
+        layers = (jnp.arange(static.depth), saved.z_in, saved.log_rms_in)
+        _, tags = jax.lax.scan(layer, (top_grad, top_slope), layers, reverse=True)
+        return tags
+
+    return backward
