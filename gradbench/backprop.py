@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from gradbench import registry
 from gradbench.grid import StaticKey
 from gradbench.layerstats import layer_stats, prefer_gram
-from gradbench.model import Saved, weight_draw
+from gradbench.model import Saved, uses_frames, weight_draw
 
 
 def make_backward(static: StaticKey, allow_imports: bool = False):
@@ -37,8 +37,7 @@ def make_backward(static: StaticKey, allow_imports: bool = False):
     dtype = jnp.dtype(static.dtype)
     width = static.width
     precision = jax.lax.Precision.HIGHEST
-
-    renormalised = log_mode and phi.homogeneous  # as in `gradbench.model.make_forward`
+    renormalised = uses_frames(static, phi)
 
     def output_and_slope(z, log_rms):
         """h_hat = phi(z) exp(-log_rms) as the forward pass made it, and d h_hat / d z."""
@@ -54,7 +53,10 @@ def make_backward(static: StaticKey, allow_imports: bool = False):
 
         def layer(carry, inputs):
             grad_h, slope = carry  # dJ/dh_hat_l and d h_hat_l / d z_hat_l
-            index, z_in, log_rms_in = inputs
+            index, log_rms_in = inputs
+            # Read by index rather than scanned over: under vmap a scanned-over stack would be
+            # transposed to layer-major first, a copy of the largest array of the call.
+            z_in = jax.lax.dynamic_index_in_dim(saved.z_in, index, keepdims=False)
             h_prev, slope_prev = output_and_slope(z_in, log_rms_in)
             h_prev = jnp.where(index == 0, x, h_prev)
             active = index < depth
@@ -65,7 +67,7 @@ def make_backward(static: StaticKey, allow_imports: bool = False):
             grad_prev = weight_scale * jnp.matmul(passed, z_std.astype(dtype), precision=precision)
             return (jnp.where(active, grad_prev, grad_h), slope_prev), stats
 
-        layers = (jnp.arange(static.depth), saved.z_in, saved.log_rms_in)
+        layers = (jnp.arange(static.depth), saved.log_rms_in)
         _, tags = jax.lax.scan(layer, (top_grad, top_slope), layers, reverse=True)
         return tags
 

@@ -18,8 +18,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gradbench import grid, measure
 from gradbench.kernel import Chunk
 
-# Device memory one chunk may use for its saved activations, when the sweep does not set chunk_size.
-CHUNK_BYTES = 1 << 29
+# A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
+CPU_WORKSPACE_BYTES = 1 << 30
+ACCELERATOR_WORKSPACE_BYTES = 1 << 32
+# On CPU a layer's (configs x batch, width) arrays should stay cache-sized: per config, chunks wider
+# than this ran up to 1.3x slower, not faster (benchmarks/RESULTS.md).
+CPU_LAYER_BYTES = 1 << 21
 MAX_CHUNK = 2048
 
 
@@ -34,12 +38,16 @@ class ChunkPlan:
     real: np.ndarray  # (R, C) bool
 
 
-def chunk_capacity(static: grid.StaticKey, override: int | None) -> int:
-    """Configs per chunk: the sweep's chunk_size, or what fits CHUNK_BYTES of saved activations."""
+def chunk_capacity(static: grid.StaticKey, override: int | None, platform: str = "cpu") -> int:
+    """Configs per chunk: the sweep's chunk_size, or what suits the platform (see the constants)."""
     if override:
         return override
-    per_config = jnp.dtype(static.dtype).itemsize * static.batch * static.width * static.depth * 4
-    return int(min(MAX_CHUNK, max(1, CHUNK_BYTES // per_config)))
+    layer = jnp.dtype(static.dtype).itemsize * static.batch * static.width
+    if platform == "cpu":
+        capacity = min(CPU_WORKSPACE_BYTES // (layer * static.depth), CPU_LAYER_BYTES // layer)
+    else:
+        capacity = ACCELERATOR_WORKSPACE_BYTES // (layer * static.depth)
+    return int(min(MAX_CHUNK, max(1, capacity)))
 
 
 def plan_chunks(replicates: np.ndarray, capacity: int, multiple: int = 1) -> list[ChunkPlan]:

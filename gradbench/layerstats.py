@@ -66,7 +66,9 @@ def prefer_gram(batch: int, width: int) -> bool:
     return 2 * batch <= width
 
 
-def log_outer_norm(d_unit: jax.Array, h: jax.Array, h_max_abs: jax.Array, *, gram: bool) -> jax.Array:
+def log_outer_norm(
+    d_unit: jax.Array, h: jax.Array, h_max_abs: jax.Array, *, gram: bool
+) -> jax.Array:
     """log ||d^T h||_F for a unit-norm d and any h, both (batch, width): a dense layer's weight gradient.
 
     h is scaled to max|h| = 1 first, so every entry of d^T h (or of the Gram matrices) is at most

@@ -91,26 +91,33 @@ class Saved(NamedTuple):
     log_rms_top: jax.Array
 
 
+def uses_frames(static: StaticKey, phi: registry.Activation) -> bool:
+    """Whether the forward pass carries h in scaled frames: log mode and a positively homogeneous phi."""
+    return static.measure == "log" and phi.homogeneous
+
+
 def make_forward(static: StaticKey, allow_imports: bool = False):
-    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth) -> (Saved, Forward, top_grad)`.
+    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace) -> (Saved, Forward, top_grad)`.
 
     One config's forward pass; `top_grad` is d J_hat / d h_hat_top, the loss gradient in the frame of
     the last layer (probe loss J = mean_b <u_b, W_out h_b>, or mse J = mean_b ||W_out h_b - t_b||^2 / 2).
-    Layers at index >= depth are identity.
+    Layers at index >= depth are identity. `workspace`, a (depth_bucket, batch, width) array whose contents
+    do not matter, is overwritten with `Saved.z_in`: the kernel passes a donated buffer there, so that
+    the largest array of a call reuses the previous call's memory instead of new pages.
     """
     phi = registry.activation(static.activation, allow_imports=allow_imports)
-    renormalise = static.measure == "log" and phi.homogeneous
+    renormalise = uses_frames(static, phi)
     dtype = jnp.dtype(static.dtype)
     width, batch = static.width, static.batch
     log_size = math.log(batch * width)
     precision = jax.lax.Precision.HIGHEST
 
-    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth):
+    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
         sigma_b = sigma_b.astype(dtype)
 
         def layer(carry, inputs):
-            h, s, z_below, log_rms_below = carry
+            h, s, z_below, log_rms_below, workspace = carry
             index, beta = inputs
             z_std = weight_draw(rep_key, index, width, static.init_family)
             # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
@@ -127,16 +134,18 @@ def make_forward(static: StaticKey, allow_imports: bool = False):
             # Past the config's depth layers are identity: h and s stay. z and log_rms need no mask,
             # the backward pass reads them only below the depth.
             active = index < depth
-            carry = (jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s), z, log_rms)
-            return carry, (z_below, log_rms_below, log_q, is_tiny(z_norm.max_abs), s)
+            workspace = jax.lax.dynamic_update_index_in_dim(workspace, z_below, index, 0)
+            h_next, s_next = jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s)
+            carry = (h_next, s_next, z, log_rms, workspace)
+            return carry, (log_rms_below, log_q, is_tiny(z_norm.max_abs), s)
 
         x = shared.x.astype(dtype)
-        start = (x, jnp.zeros((), dtype), jnp.zeros_like(x), jnp.zeros((), dtype))
+        start = (x, jnp.zeros((), dtype), jnp.zeros_like(x), jnp.zeros((), dtype), workspace)
         indices = jnp.arange(static.depth)
         # Drawn before the scan: inside it XLA would fuse the draw into the per-element loop that adds
         # the bias, evaluating it once per row (configs x batch) instead of once.
         betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width).astype(dtype)
-        (h_top, s_top, z_top, log_rms_top), (z_in, log_rms_in, log_q, tiny_z, log_h_scale) = (
+        (h_top, s_top, z_top, log_rms_top, z_in), (log_rms_in, log_q, tiny_z, log_h_scale) = (
             jax.lax.scan(layer, start, (indices, betas))
         )
         readout = shared.readout.astype(dtype)
@@ -147,6 +156,7 @@ def make_forward(static: StaticKey, allow_imports: bool = False):
             y = jnp.matmul(h_top, readout.T, precision=precision)
             dj_dy, log_top = (y - probe * jnp.exp(-s_top)) / batch, 2 * s_top
         top_grad = jnp.matmul(dj_dy, readout, precision=precision)
-        return Saved(z_in, log_rms_in, z_top, log_rms_top), Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
+        saved = Saved(z_in, log_rms_in, z_top, log_rms_top)
+        return saved, Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
 
     return forward

@@ -33,7 +33,7 @@ from gradbench.chunks import (
     plan_chunks,
 )
 from gradbench.errors import SpecError
-from gradbench.kernel import make_kernel
+from gradbench.kernel import RawStats, make_kernel, new_workspace
 from gradbench.parts import PartStore, chunk_key
 from gradbench.progress import Progress
 from gradbench.spec import SweepSpec
@@ -60,7 +60,7 @@ class Task:
 def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Task]:
     tasks = []
     for static, members in grid.groups(configs, spec):
-        capacity = chunk_capacity(static, spec.chunk_size)
+        capacity = chunk_capacity(static, spec.chunk_size, jax.local_devices()[0].platform)
         for plan in plan_chunks(members["replicate"].to_numpy(), capacity, multiple=devices):
             ids = members["config_id"].to_numpy()[plan.rows][plan.real]
             tasks.append(Task(static, members, plan, chunk_key(static.label, ids)))
@@ -107,6 +107,9 @@ class _Kernels:
         self.mesh = config_mesh()
         self.seed = np.uint32(spec.seed)
         self.compiled: dict = {}
+        self.workspace: tuple | None = (
+            None  # (key, array): the latest shape's, donated call to call
+        )
         self.facts: dict[str, dict] = {}
 
     def fact(self, task: Task) -> dict:
@@ -130,8 +133,9 @@ class _Kernels:
         """The chunk's layer table; a chunk that runs out of device memory is split in two and retried."""
         inputs = chunk_inputs(members, plan, np.dtype(static.dtype), self.mesh)
         try:
-            raw = jax.device_get(self.kernel(static, inputs)(self.seed, inputs))
+            raw = jax.device_get(self.call(static, inputs))
         except Exception as exc:  # XLA reports exhausted memory as a runtime error
+            self.workspace = None
             halves = split_plan(plan, self.mesh.size)
             if "RESOURCE_EXHAUSTED" not in str(exc) or halves is None:
                 raise
@@ -139,11 +143,22 @@ class _Kernels:
             return pd.concat([self.measure(static, members, h) for h in halves], ignore_index=True)
         return layer_table(members, plan, raw, self.spec.measure)
 
-    def kernel(self, static: grid.StaticKey, inputs):
+    def call(self, static: grid.StaticKey, inputs) -> RawStats:
+        """One kernel call. The workspace of the latest chunk shape is kept: each call donates it."""
+        key = (static, inputs.sigma_w.shape)
+        if self.workspace is None or self.workspace[0] != key:
+            self.workspace = None  # free the previous shape's before allocating
+            self.workspace = (key, new_workspace(static, inputs, self.mesh))
+        kernel = self.kernel(static, inputs, self.workspace[1])
+        raw, workspace = kernel(self.seed, inputs, self.workspace[1])
+        self.workspace = (key, workspace)
+        return raw
+
+    def kernel(self, static: grid.StaticKey, inputs, workspace):
         key = (static, inputs.sigma_w.shape)
         if key not in self.compiled:
             t0 = time.perf_counter()
-            lowered = make_kernel(static, self.allow_imports).lower(self.seed, inputs)
+            lowered = make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace)
             self.compiled[key] = lowered.compile()
             fact = self.facts[static.label]
             fact["compile_seconds"] = round(fact["compile_seconds"] + time.perf_counter() - t0, 3)

@@ -1,11 +1,14 @@
 """The vmapped, scanned, masked kernel against an independent per-config loop (tests/reference.py)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from reference import reference_layers
 
 from gradbench import spec as spec_module
+from gradbench.grid import StaticKey
+from gradbench.kernel import Chunk, make_kernel, new_workspace
 from gradbench.runner import run
 
 STATS = ["log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"]
@@ -103,3 +106,30 @@ def test_group_compiles_once_and_chunking_changes_nothing(tmp_path):
     a = chunked.layers.sort_values(["config_id", "layer"]).reset_index(drop=True)
     b = whole.layers.sort_values(["config_id", "layer"]).reset_index(drop=True)
     np.testing.assert_allclose(a[STATS].to_numpy(), b[STATS].to_numpy(), rtol=0, atol=1e-5)
+
+
+def test_only_the_workspace_grows_with_depth():
+    """Per layer and config the kernel keeps one (batch, width) array, in the donated workspace, and
+    nothing else of that size: autodiff through the forward scan kept three such arrays and each
+    layer's (width, width) draw, which at depth 10,000 made memory the limit."""
+    configs, batch, width = 4, 16, 32
+    layer_bytes = configs * batch * width * 4
+
+    def memory(depth):
+        static = StaticKey(
+            "mlp", "tanh", "gaussian", width, batch, depth, "probe", "float32", "log"
+        )
+        chunk = Chunk(
+            replicate=jnp.zeros(1, jnp.uint32),
+            sigma_w=jnp.ones((1, configs), jnp.float32),
+            sigma_b=jnp.zeros((1, configs), jnp.float32),
+            depth=jnp.full((1, configs), depth, jnp.int32),
+        )
+        workspace = new_workspace(static, chunk)
+        compiled = make_kernel(static).lower(np.uint32(0), chunk, workspace).compile()
+        return compiled.memory_analysis()
+
+    short, deep = memory(8), memory(200)
+    assert deep.alias_size_in_bytes == 200 * layer_bytes  # the workspace is reused, not copied
+    # Per-layer scalars (statistics, frame scales) still grow, by well under a quarter of an array.
+    assert deep.temp_size_in_bytes - short.temp_size_in_bytes < 0.25 * 192 * layer_bytes

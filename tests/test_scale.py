@@ -183,8 +183,8 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
 
     real_kernel = runner._Kernels.kernel
 
-    def kernel_with_small_memory(self, static, inputs):
-        compiled = real_kernel(self, static, inputs)
+    def kernel_with_small_memory(self, static, inputs, workspace):
+        compiled = real_kernel(self, static, inputs, workspace)
         if inputs.sigma_w.size > 2:
 
             def exhausted(*args):
