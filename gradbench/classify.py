@@ -57,9 +57,10 @@ def summarise(configs: pd.DataFrame, layers: pd.DataFrame, threshold: float) -> 
     stats["log10_grad_w_first"] = first["log10_grad_w"]
     stats["log10_grad_w_last"] = last["log10_grad_w"]
     stats["log10_q_last"] = last["log10_q"]
-    flags = ordered.groupby("config_id", sort=False)["flag"]
-    stats["nonfinite"] = flags.agg(lambda f: bool((f == "nonfinite").any()))
-    stats["underflow"] = flags.agg(lambda f: bool(f.isin(["underflow", "zero"]).any()))
+    by_config = ordered["config_id"]
+    stats["nonfinite"] = ordered["flag"].eq("nonfinite").groupby(by_config, sort=False).any()
+    lost = ordered["flag"].isin(["underflow", "zero"])
+    stats["underflow"] = lost.groupby(by_config, sort=False).any()
 
     summary = configs.merge(
         stats, left_on="config_id", right_index=True, how="left", validate="1:1"
