@@ -115,3 +115,34 @@ def test_torch_peers_report_a_reason_when_torch_is_missing():
     )
     assert proc.returncode == 0, proc.stderr
     assert "PyTorch is not installed" in proc.stdout
+
+
+def test_accelerator_benchmark_runs_and_computes_its_figures(tmp_path):
+    out = tmp_path / "accelerator.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.accelerator", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    facts = json.loads(out.read_text())
+    s = facts["settings"]
+    assert facts["configs_run"] == s["configs"]
+    flops = 6 * s["batch"] * s["width"] ** 2 * s["depth"] * s["configs"]
+    assert facts["flops"] == flops
+    assert facts["chunk_seconds"] > 0 and facts["end_to_end_seconds"] >= facts["chunk_seconds"]
+    for name, ceiling in facts["matmul_ceiling_flops_per_s"].items():
+        assert math.isfinite(ceiling) and ceiling > 0
+        expected = flops / facts["chunk_seconds"] / ceiling
+        assert facts["efficiency"][name] == pytest.approx(expected, rel=1e-12)
+
+
+def test_accelerator_grid_has_the_requested_config_count():
+    from benchmarks.accelerator import Settings
+
+    for configs in (1, 7, 12, 10**6):
+        n_w, n_b = Settings(configs=configs).grid()
+        assert n_w * n_b == configs and n_w >= n_b
+    assert Settings(configs=10**6).grid() == (1000, 1000)
