@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from gradbench import report
+from gradbench import findings, report
 
 
 def preset_summary():
@@ -32,13 +32,13 @@ def preset_summary():
 
 def test_glance_names_each_facets_own_largest_scale():
     summary = preset_summary()
-    scale = report.scale_axis(summary)
-    table = report.glance(summary, 2.0, scale, report.finding_facets(summary, scale))
+    scale = findings.scale_axis(summary)
+    table = findings.glance(summary, 2.0, scale, findings.finding_facets(summary, scale))
     assert not table.isna().any().any()
     row = table.set_index("configs").loc["relu/he"]
     assert row["exploding from"] == "2" and row["vanishing up to"] == "never"
     factor = 10 ** (np.log10(1.2 * 2.0) / 2)
-    assert row["×/layer at the largest σ_w²"] == f"{report.fmt(factor)} (σ_w² = 2)"
+    assert row["×/layer at the largest σ_w²"] == f"{findings.fmt(factor)} (σ_w² = 2)"
     assert table.set_index("configs").loc["tanh/torch-default", "vanishing up to"] == "0.333"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import report
+from gradbench import findings, report
 
 # The synthetic run lives in test_plots.py; load it by path so any pytest import mode works.
 _spec = importlib.util.spec_from_file_location(
@@ -36,15 +36,15 @@ def select(summary: pd.DataFrame, facet: dict) -> pd.DataFrame:
     return summary[summary["depth"] == summary["depth"].max()]
 
 
-def stated(f: report.Finding) -> None:
+def stated(f: findings.Finding) -> None:
     """Every number a finding carries appears in its text as formatted."""
     for name, value in f.numbers.items():
-        shown = str(value) if isinstance(value, int) else report.fmt(value)
+        shown = str(value) if isinstance(value, int) else findings.fmt(value)
         assert shown in f.text, (name, value, f.text)
 
 
 def test_factor_findings_match_tables(summary):
-    found = [f for f in report.findings(summary, T) if f.kind == "factor"]
+    found = [f for f in findings.findings(summary, T) if f.kind == "factor"]
     assert {f.facet["activation"] for f in found} == {"relu", "tanh"}
     for f in found:
         stated(f)
@@ -57,7 +57,7 @@ def test_factor_findings_match_tables(summary):
         assert f.numbers["log10_grad_w_ratio"] == pytest.approx(rows["log10_grad_w_ratio"].mean())
         assert f.numbers["chi1"] == pytest.approx(rows["chi1"].mean())
         assert f.numbers["depth"] == 16
-        assert f"10^{report.fmt(rows['log10_delta_ratio'].mean())} of the last" in f.text
+        assert f"10^{findings.fmt(rows['log10_delta_ratio'].mean())} of the last" in f.text
         verb = "shrinks" if rows["delta_growth"].mean() < 0 else "grows"
         assert verb in f.text or "changes ×1 " in f.text
     relu_low = next(
@@ -68,7 +68,7 @@ def test_factor_findings_match_tables(summary):
 
 
 def test_regime_findings_match_tables(summary):
-    found = [f for f in report.findings(summary, T) if f.kind == "regimes"]
+    found = [f for f in findings.findings(summary, T) if f.kind == "regimes"]
     assert len(found) == 2
     for f in found:
         stated(f)
@@ -86,7 +86,7 @@ def test_regime_findings_match_tables(summary):
 
 
 def test_critical_findings_match_tables(summary):
-    found = [f for f in report.findings(summary, T) if f.kind == "critical"]
+    found = [f for f in findings.findings(summary, T) if f.kind == "critical"]
     assert len(found) == 2
     for f in found:
         stated(f)
@@ -102,14 +102,14 @@ def test_critical_findings_match_tables(summary):
 
 
 def test_count_findings(summary):
-    found = {f.kind: f for f in report.findings(summary, T)}
+    found = {f.kind: f for f in findings.findings(summary, T)}
     stated(found["nonfinite"])
     bad = summary[summary["regime"] == "nonfinite"]
     assert found["nonfinite"].numbers["count"] == len(bad) == 1
     assert found["nonfinite"].numbers["scale_min"] == bad["sigma_w2"].min()
     assert found["underflow"].numbers["count"] == summary["underflow"].sum()
     clean = summary[(summary["regime"] != "nonfinite") & ~summary["underflow"]]
-    kinds = {f.kind: f for f in report.findings(clean, T)}
+    kinds = {f.kind: f for f in findings.findings(clean, T)}
     assert "underflow" not in kinds
     assert kinds["nonfinite"].text.startswith("No config produced NaN or Inf")
 
@@ -118,7 +118,7 @@ def test_findings_without_theory_and_with_other_facets(summary):
     bare = summary.drop(columns=["chi1", "predicted_log10_delta_ratio"])
     bare = bare.assign(sigma_b2=np.where(bare["replicate"] == 0, 0.0, 0.05))
     bare["sigma_b"] = np.sqrt(bare["sigma_b2"])
-    found = report.findings(bare, T)
+    found = findings.findings(bare, T)
     assert not any("χ₁" in f.text for f in found)
     regimes = [f for f in found if f.kind == "regimes"]
     assert {tuple(sorted(f.facet)) for f in regimes} == {("activation", "sigma_b2")}
@@ -196,7 +196,7 @@ def test_report_pages_and_figures(rendered):
     assert "# gradbench report: synthetic \\<demo\\>" in md
     assert 'name = "synthetic <demo>"' in md  # verbatim inside the code fence
     text = "".join(parser.text)
-    for f in report.findings(rendered.summary, T):
+    for f in findings.findings(rendered.summary, T):
         assert f.text.replace("10^", "10") in text.replace("10^", "10")
         assert f.text.replace("_", "\\_").replace("|", "\\|") in md
     for act, part in rendered.summary.groupby("activation"):  # regime counts per facet

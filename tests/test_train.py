@@ -21,7 +21,7 @@ import optax
 import pandas as pd
 import pytest
 
-from gradbench import grid, registry, report, results, runner, tasks, train
+from gradbench import grid, registry, report, results, runner, tasks, train, training_report
 from gradbench import spec as spec_module
 from gradbench.errors import SpecError
 from gradbench.model import layer_draws, replicate_key, shared_draws
@@ -504,14 +504,14 @@ def test_run_directory_report_and_initial_network(tanh_run):
 
     # the report of a stored run reads the training tables back from parquet (no JAX work)
     stored = results.load(out)
-    pd.testing.assert_frame_equal(report.training_steps(stored), result.training)
+    pd.testing.assert_frame_equal(training_report.training_steps(stored), result.training)
     report.write_report(stored)
     for stem in ("trainability", "clipping_fit", "clipping_updates", "loss_curves"):
         assert (out / "figures" / f"{stem}.png").is_file(), stem
     page = (out / "report.md").read_text()
     assert "## Training" in page and "Clipping outcomes" in page and "Trainable band" in page
     # gradient sections count each network once, not once per training setting
-    assert len(report.gradient_view(stored).summary) == len(stored.summary) // 2
+    assert len(training_report.gradient_view(stored).summary) == len(stored.summary) // 2
 
     # initial parameters: probe-loss gradient of the trainer's network = the gradient sweep's
     width, batch, bucket = 32, 4, 24

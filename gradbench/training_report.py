@@ -1,0 +1,483 @@
+"""The training sections of a report (runs with a [train] section; `gradbench.train`).
+
+Reads the run's summary, whose training outcome columns `gradbench.train` wrote, and its per-step
+table; every number in the text is computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from gradbench import plots
+from gradbench.findings import (
+    Finding,
+    facet_name,
+    finding_facets,
+    fmt,
+    grid_runs,
+    scale_axis,
+    span_text,
+    symbol,
+)
+
+if TYPE_CHECKING:
+    from gradbench.report import RunLike
+
+TRAIN_AXES = ("optimizer", "lr", "clip", "clip_threshold")
+
+TRAIN_CONSTANTS = ("task", "steps", "samples", "train_batch", "outputs", "train_group")
+
+OUTCOMES = ("loss_initial", "loss_final", "loss_baseline", "loss_ratio", "fit_ratio", "trained",
+            "diverged", "diverged_step", "clipped_fraction", "log10_grad_norm_initial",
+            "log10_grad_norm_max", "log10_clipped_norm_max", "log10_update_norm_max",
+            "trained_below")  # fmt: skip
+
+
+@dataclass
+class _View:
+    path: Path
+    configs: pd.DataFrame
+    layers: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: Mapping[str, Any]
+    spec_text: str
+
+
+def training_steps(run: RunLike) -> pd.DataFrame | None:
+    """The run's training table (data/training.parquet), or None for a run without training."""
+    if "trained" not in run.summary:
+        return None
+    table = getattr(run, "training", None)
+    if table is None:
+        path = Path(run.path) / "data" / "training.parquet"
+        table = pd.read_parquet(path) if path.is_file() else None
+    return table
+
+
+def gradient_view(run: RunLike) -> _View:
+    """The run with one row per network (the first of its training settings), without training
+    columns: gradients at initialisation do not depend on how the network is trained afterwards."""
+    drop = [*TRAIN_AXES, *TRAIN_CONSTANTS, *OUTCOMES]
+    summary = run.summary.drop(columns=[c for c in drop if c in run.summary])
+    network = [c for c in plots.config_columns(summary) if c != "init_family"]
+    network += [c for c in ("replicate", "seed") if c in summary]
+    summary = summary.drop_duplicates(subset=network, ignore_index=True)
+    keep = set(summary["config_id"])
+    configs = run.configs[run.configs["config_id"].isin(keep)]
+    configs = configs.drop(columns=[c for c in drop if c in configs])
+    manifest = dict(run.manifest)
+    manifest["axes"] = {
+        k: v for k, v in (run.manifest.get("axes") or {}).items() if k not in TRAIN_AXES
+    }
+    layers = run.layers[run.layers["config_id"].isin(keep)]
+    return _View(Path(run.path), configs, layers, summary, manifest, run.spec_text)
+
+
+def _clip_varies(s: pd.DataFrame) -> bool:
+    return "clip" in s and s["clip"].nunique() > 1
+
+
+def _count(mask: pd.Series) -> str:
+    return f"{int(mask.sum())}/{len(mask)}"
+
+
+def training_findings(summary: pd.DataFrame) -> list[Finding]:
+    """Sentences about training, every number computed from the summary's outcome columns."""
+    s = summary
+    below = float(s["trained_below"].iloc[0])
+    n, trained, diverged = len(s), s["trained"].astype(bool), s["diverged"].astype(bool)
+    failed = ~trained & ~diverged
+    text = (
+        f"{int(trained.sum())} of {n} training runs trained (final loss below {fmt(below)} × "
+        f"the baseline loss), {int(diverged.sum())} diverged, {int(failed.sum())} did neither."
+    )
+    numbers = {"trained": int(trained.sum()), "diverged": int(diverged.sum()), "runs": n}
+    out = [Finding(text, numbers, kind="training")]
+    parts = []
+    for regime in plots.REGIMES:
+        rows = s["regime"] == regime
+        if rows.any():
+            parts.append(
+                f"{regime} {_count(trained[rows])} trained, {_count(diverged[rows])} diverged"
+            )
+            numbers[f"{regime}_trained"] = int(trained[rows].sum())
+    out.append(
+        Finding(
+            "By the gradient's regime at initialisation: " + "; ".join(parts) + ".",
+            numbers={k: v for k, v in numbers.items() if k.endswith("_trained")},
+            kind="training_regimes",
+        )
+    )
+    if diverged.any():
+        first = s.loc[diverged, "diverged_step"].astype(float)
+        out.append(
+            Finding(
+                f"Diverging runs (loss or gradient NaN/Inf) did so at step {fmt(first.min())} "
+                f"at the earliest, median {fmt(first.median())}.",
+                {"first": float(first.min()), "median": float(first.median())},
+                kind="divergence",
+            )
+        )
+    return out
+
+
+def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
+    """Per facet and depth: the scale values where most replicates trained, and where theory puts
+    depth <= multiple x xi_c. Only runs without clipping (or the sweep's only clipping setting)."""
+    s = summary
+    if _clip_varies(s):
+        s = s[s["clip"] == "none"]
+    facets = [c for c in finding_facets(s, scale) if c not in TRAIN_AXES or s[c].nunique() > 1]
+    facets = [c for c in facets if c not in ("clip", "clip_threshold")]
+    rows = []
+    groups = s.groupby(facets, sort=True, observed=True) if facets else [((), s)]
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        name = facet_name(s, facets, key)
+        for depth, deep in part.groupby("depth", sort=True):
+            by = deep.groupby(scale).agg(trained=("trained", "mean"), xi_c=("xi_c", "mean"))
+            xs = by.index.to_numpy(float)
+            measured = (by["trained"] > 0.5).to_numpy()
+            theory = (depth <= multiple * by["xi_c"]).to_numpy()
+            sym = symbol(scale)
+            rows.append(
+                {
+                    "configs": name,
+                    "depth": int(depth),
+                    "trained (most replicates)": span_text(sym, grid_runs(xs, measured))
+                    if measured.any()
+                    else "nowhere",
+                    f"theory: depth ≤ {fmt(multiple)} ξ_c": span_text(sym, grid_runs(xs, theory))
+                    if theory.any()
+                    else "nowhere",
+                    "agree": int((measured == theory).sum()),
+                    "cells": len(xs),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
+    """Per facet and scale value: the deepest depth at which most replicates trained, the
+    shallowest at which they did not, and the theory's depth scale `multiple` x xi_c there."""
+    s = summary[summary["clip"] == "none"] if _clip_varies(summary) else summary
+    facets = [c for c in finding_facets(s, scale) if c not in ("clip", "clip_threshold")]
+    rows = []
+    groups = s.groupby(facets, sort=True, observed=True) if facets else [((), s)]
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        name = facet_name(s, facets, key)
+        for x, cells in part.groupby(scale, sort=True):
+            by = cells.groupby("depth")["trained"].mean()
+            trained, failed = by.index[by > 0.5], by.index[by <= 0.5]
+            xi = float(cells["xi_c"].mean())
+            rows.append(
+                {
+                    "configs": name,
+                    symbol(scale): fmt(x),
+                    "χ₁": fmt(cells["chi1"].mean()) if "chi1" in cells else "–",
+                    f"{fmt(multiple)} ξ_c": fmt(multiple * xi) if np.isfinite(xi) else "∞",
+                    "deepest trained": str(int(trained.max())) if len(trained) else "none",
+                    "shallowest failed": str(int(failed.min())) if len(failed) else "none",
+                    "_x": float(x),
+                    "_chi1": float(cells["chi1"].mean()) if "chi1" in cells else np.nan,
+                    "_scale": multiple * xi,
+                    "_deepest": float(trained.max()) if len(trained) else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _reach_findings(reach: pd.DataFrame, scale: str, multiple: float) -> list[Finding]:
+    """The deepest trained depth against the theory's depth scale, on each side of chi_1 = 1."""
+    out = []
+    for side, rows in (("ordered", reach["_chi1"] < 1), ("chaotic", reach["_chi1"] > 1)):
+        part = reach[rows]
+        if part.empty:
+            continue
+        pieces = [
+            f"{symbol(scale)} = {r[symbol(scale)]}: {r['deepest trained']} vs "
+            f"{r[f'{fmt(multiple)} ξ_c']}"
+            for r in part.to_dict("records")
+        ]
+        text = (
+            f"{part['configs'].iloc[0]}, {side} side (χ₁ {'<' if side == 'ordered' else '>'} 1): "
+            f"deepest trained depth vs the theory's {fmt(multiple)} ξ_c — "
+            + "; ".join(pieces)
+            + "."
+        )
+        numbers = {"cells": len(part)}
+        out.append(Finding(text, numbers, {"side": side}, "depth_reach"))
+    return out
+
+
+def _band_finding(band: pd.DataFrame, multiple: float) -> Finding:
+    agree, cells = int(band["agree"].sum()), int(band["cells"].sum())
+    text = (
+        f"The measured outcome (most replicates trained or not) matches the theory's rule "
+        f"'trainable iff depth ≤ {fmt(multiple)} ξ_c' in {agree} of {cells} (σ_w², depth) cells "
+        f"({fmt(100 * agree / max(cells, 1))}%)."
+    )
+    return Finding(text, {"agree": agree, "cells": cells}, kind="trainable_band")
+
+
+def clipping_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per initial regime and clipping setting: runs, diverged, trained, largest updates."""
+    s = summary.assign(setting=plots.clip_setting(summary["clip"], summary["clip_threshold"]))
+    rows = []
+    for (regime, setting), part in s.groupby(["regime", "setting"], sort=True):
+        update = part["log10_update_norm_max"].to_numpy(float)
+        update = update[np.isfinite(update)]
+        rows.append(
+            {
+                "regime at init": regime,
+                "clipping": setting,
+                "runs": len(part),
+                "diverged": int(part["diverged"].sum()),
+                "trained": int(part["trained"].sum()),
+                "clipped steps (median share)": fmt(part["clipped_fraction"].median()),
+                "largest update, median (log10)": fmt(np.median(update)) if update.size else "–",
+                "largest update, max (log10)": fmt(update.max()) if update.size else "–",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def clipping_findings(summary: pd.DataFrame) -> list[Finding]:
+    """What clipping did to exploding and to vanishing configs, computed from the summary."""
+    s = summary.assign(setting=plots.clip_setting(summary["clip"], summary["clip_threshold"]))
+    none, clipped = s[s["clip"] == "none"], s[s["clip"] != "none"]
+    out = []
+    for regime in ("exploding", "vanishing"):
+        a, b = none[none["regime"] == regime], clipped[clipped["regime"] == regime]
+        if a.empty or b.empty:
+            continue
+        ua, ub = a["log10_update_norm_max"], b["log10_update_norm_max"]
+        numbers = {
+            "runs_none": len(a), "diverged_none": int(a["diverged"].sum()),
+            "trained_none": int(a["trained"].sum()), "runs_clipped": len(b),
+            "diverged_clipped": int(b["diverged"].sum()), "trained_clipped": int(b["trained"].sum()),
+        }  # fmt: skip
+        text = (
+            f"{regime.capitalize()} at initialisation: without clipping {numbers['diverged_none']} "
+            f"of {len(a)} runs diverged and {numbers['trained_none']} trained"
+        )
+        if ua.notna().any() and ub.notna().any():
+            numbers |= {"update_none": float(ua.max()), "update_clipped": float(ub.max())}
+            text += f", the largest update norm reached 10^{fmt(ua.max())}"
+        text += (
+            f"; with clipping (all rules) {numbers['diverged_clipped']} of {len(b)} diverged, "
+            f"{numbers['trained_clipped']} trained"
+        )
+        if "update_clipped" in numbers:
+            text += f", and the largest update norm was 10^{fmt(ub.max())}"
+        out.append(Finding(text + ".", numbers, {"regime": regime}, "clipping"))
+    out.append(_rescued(s, "vanishing"))
+    out.append(_rescued(s, "exploding"))
+    verdict = _verdict(out)
+    if verdict is not None:
+        out.insert(0, verdict)
+    for setting, part in s[s["clip"] == "global_norm"].groupby("setting"):
+        t = float(part["clip_threshold"].iloc[0])
+        top = float(10 ** part["log10_clipped_norm_max"].max())
+        out.append(
+            Finding(
+                f"{setting}: over every step of its {len(part)} runs the clipped gradient norm "
+                f"never exceeded {fmt(top)} (threshold {fmt(t)}).",
+                {"largest": top, "threshold": t},
+                kind="clip_bound",
+            )
+        )
+    return [f for f in out if f.text]
+
+
+def _verdict(found: list[Finding]) -> Finding | None:
+    """One sentence from the clipping findings: were exploding updates bounded, were vanishing
+    networks rescued? Needs both regimes in the run."""
+    by = {(f.kind, f.facet.get("regime")): f.numbers for f in found}
+    exploding, rescue = by.get(("clipping", "exploding")), by.get(("rescue", "vanishing"))
+    if not exploding or not rescue or "update_clipped" not in exploding:
+        return None
+    bounded = exploding["update_clipped"] < exploding["update_none"]
+    text = (
+        f"In short: clipping {'bounded' if bounded else 'did not bound'} the exploding updates "
+        f"(largest update norm 10^{fmt(exploding['update_none'])} without clipping, "
+        f"10^{fmt(exploding['update_clipped'])} with it; divergences "
+        f"{exploding['diverged_none']} of {exploding['runs_none']} → "
+        f"{exploding['diverged_clipped']} of {exploding['runs_clipped']}), and it "
+    )
+    if rescue["rescued"]:
+        text += f"made {rescue['rescued']} of {rescue['pairs']} runs of vanishing networks train."
+    else:
+        text += f"made none of the {rescue['pairs']} clipped runs of vanishing networks train."
+    numbers = {"bounded": bounded, "rescued_vanishing": rescue["rescued"]}
+    return Finding(text, numbers, kind="clipping_verdict")
+
+
+def _rescued(s: pd.DataFrame, regime: str) -> Finding:
+    """Runs that failed without clipping and trained with it: same network, optimiser and lr."""
+    key = [c for c in plots.config_columns(s) if c not in ("clip", "clip_threshold", "setting")]
+    key = [c for c in key if c != "init_family"] + ["replicate"]
+    base = s[(s["clip"] == "none") & (s["regime"] == regime)][[*key, "trained"]]
+    other = s[(s["clip"] != "none") & (s["regime"] == regime)]
+    if base.empty or other.empty:
+        return Finding("")
+    pairs = other.merge(base, on=key, suffixes=("", "_unclipped"))
+    rescued = pairs[pairs["trained"].astype(bool) & ~pairs["trained_unclipped"].astype(bool)]
+    failed_before = int((~base["trained"].astype(bool)).sum())
+    text = (
+        f"Clipping rescued {len(rescued)} of the {len(pairs)} clipped runs of {regime} networks "
+        f"({failed_before} of {len(base)} such networks failed to train without clipping)"
+    )
+    if len(rescued):
+        settings = ", ".join(sorted(rescued["setting"].unique()))
+        text += f"; rescued by {settings}"
+    return Finding(
+        text + ".",
+        {"rescued": len(rescued), "pairs": len(pairs), "failed_unclipped": failed_before},
+        {"regime": regime},
+        "rescue",
+    )
+
+
+TRAIN_FIGURES = {
+    "trainability": (
+        "Trainability phase diagram",
+        "Colour: log10(final loss / initial loss), mean over replicates; white dots: most "
+        "replicates trained (final loss below {below} × the baseline loss); black: diverged in a "
+        "replicate. Green: the theory's depth scale {multiple} ξ_c (Schoenholz et al. 2017: "
+        "networks train up to about 6 ξ_c); trainable below the line.{unclipped}",
+    ),
+    "clipping_fit": (
+        "Clipping effect on training",
+        "Rows: clipping settings; columns: the weight scale; colour: log10(final loss / baseline "
+        "loss); letters: T/t all/some replicates trained, D/d all/some diverged, · none trained.",
+    ),
+    "clipping_updates": (
+        "Clipping effect on the updates",
+        "Colour: log10 of the largest parameter update of the run (max over every step); letters "
+        "as above. Clipping bounds the update; whether the network then trains is the other map.",
+    ),
+    "loss_curves": (
+        "Loss curves by regime",
+        "Training loss over the baseline loss (1: no better than an input-independent prediction), "
+        "one line per run, in panels by the gradient's regime at initialisation.{fixed}",
+    ),
+    "update_curves": (
+        "Update norms during training",
+        "log10 of the parameter update at each logged step, one line per run, by regime.",
+    ),
+}
+
+
+def training_blocks(run: RunLike, steps: pd.DataFrame, figures: Path) -> list[tuple]:
+    s, m = run.summary, run.manifest.get("training", {})
+    below = float(s["trained_below"].iloc[0])
+    scale = scale_axis(s)
+    multiple = plots.DEPTH_SCALE_MULTIPLE
+    opts = ", ".join(sorted(s["optimizer"].unique()))
+    lrs = ", ".join(fmt(v) for v in sorted(s["lr"].unique()))
+    setup = (
+        f"Every configuration was trained for {int(s['steps'].iloc[0])} steps with {opts} "
+        f"(learning rate {lrs}) on the '{s['task'].iloc[0]}' task ({int(s['samples'].iloc[0])} "
+        f"examples, {int(s['train_batch'].iloc[0])} per step), starting from exactly the network "
+        f"whose gradients the sections below measure: {len(s)} training runs of "
+        f"{len(gradient_view(run).summary)} networks. A run counts as "
+        f"trained when its final loss is below {fmt(below)} × the baseline loss (the best "
+        f"input-independent prediction; {fmt(s['loss_baseline'].iloc[0])} here) and as diverged "
+        "when its loss or gradient became NaN or Inf (data/training.parquet has the curves)."
+    )
+    if m.get("groups"):
+        setup += f" Training compiled {len(m['groups'])} trainer groups."
+    blocks: list[tuple] = [("h2", "Training"), ("p", setup)]
+    found = training_findings(s)
+    band = reach = None
+    if scale and "depth" in s and s["depth"].nunique() > 1 and "xi_c" in s:
+        band = trainable_band(s, scale, multiple)
+        found.append(_band_finding(band, multiple))
+        reach = depth_reach(s, scale, multiple)
+        found += _reach_findings(reach, scale, multiple)
+    if _clip_varies(s):
+        found += clipping_findings(s)
+    blocks.append(("ul", [f.text for f in found]))
+    if band is not None and not band.empty:
+        shown = reach[[c for c in reach.columns if not c.startswith("_")]]
+        blocks += [
+            ("h3", "Trainable band"),
+            ("table", list(band.columns), band.astype(str).values.tolist()),
+            ("h3", "Depth reach"),
+            (
+                "p",
+                f"Per weight scale: the deepest depth at which most replicates trained, the "
+                f"shallowest at which they did not, and the theory's depth scale "
+                f"{fmt(multiple)} ξ_c.",
+            ),
+            ("table", list(shown.columns), shown.astype(str).values.tolist()),
+        ]
+    if _clip_varies(s):
+        table = clipping_table(s)
+        blocks += [
+            ("h3", "Clipping outcomes"),
+            ("table", list(table.columns), table.astype(str).values.tolist()),
+        ]
+    for stem, title, caption in _training_figures(run, steps, figures, scale, below, multiple):
+        blocks += [("h3", title), ("figure", f"figures/{stem}", title), ("p", caption)]
+    return blocks
+
+
+def _training_figures(run, steps, directory, scale, below, multiple):
+    s, m = run.summary, run.manifest
+    x, y, facet = plots.infer_axes(s, m)
+    facet = [c for c in (facet or []) if c not in ("clip", "clip_threshold")] or None
+    draw, fixed_note = {}, ""
+    if scale and "depth" in s and s["depth"].nunique() > 1:
+        unclipped = s[s["clip"] == "none"] if _clip_varies(s) else s
+        log_y = s["depth"].max() >= 8 * s["depth"].min()
+        if len(unclipped):
+            draw["trainability"] = partial(
+                plots.trainability_diagram, unclipped, scale, "depth", facet=facet, log_y=log_y,
+                log_x=plots.is_log_axis(m, s, scale), multiple=multiple,
+            )  # fmt: skip
+    if _clip_varies(s) and scale:
+        by = [
+            c for c in ("activation", "depth", "optimizer", "lr") if c in s and s[c].nunique() > 1
+        ]
+        for stem, value in (("clipping_fit", "fit_ratio"), ("clipping_updates", "update")):
+            draw[stem] = partial(plots.clipping_map, s, scale, value=value, facet=by or None)
+    fixed = {}
+    if "depth" in s and s["depth"].nunique() > 1:
+        trained_depths = s.loc[s["trained"].astype(bool), "depth"]
+        depth = int(trained_depths.max()) if len(trained_depths) else int(s["depth"].max())
+        fixed["depth"] = depth
+        fixed_note = f" Depth {depth}: the deepest at which some run trained."
+    if _clip_varies(s):
+        hue, panels = (
+            "setting",
+            ["activation", "regime"] if s["activation"].nunique() > 1 else "regime",
+        )
+        data = s.assign(setting=plots.clip_setting(s["clip"], s["clip_threshold"]))
+    else:
+        hue, panels, data = scale, "regime", s
+    draw["loss_curves"] = partial(
+        plots.training_curves, steps, data, hue=hue, facet=panels, fixed=fixed
+    )
+    if _clip_varies(s):
+        draw["update_curves"] = partial(
+            plots.training_curves, steps, data, value="log10_update_norm", hue=hue,
+            facet=panels, fixed=fixed,
+        )  # fmt: skip
+    for stem, make in draw.items():
+        plots.save(make(), directory, stem)
+    return [
+        (stem, TRAIN_FIGURES[stem][0], TRAIN_FIGURES[stem][1].format(
+            below=fmt(below), multiple=fmt(multiple), fixed=fixed_note,
+            unclipped=" Runs without clipping." if _clip_varies(s) else ""))
+        for stem in draw
+    ]  # fmt: skip
