@@ -596,7 +596,9 @@ def save(fig: Figure, directory: str | Path, stem: str, *, dpi: int = 130) -> li
     directory.mkdir(parents=True, exist_ok=True)
     png, svg = directory / f"{stem}.png", directory / f"{stem}.svg"
     fig.savefig(png, dpi=dpi)
-    fig.savefig(svg, metadata={"Date": None})
+    # A fixed salt makes the SVG's element ids, and so the file, the same on every render.
+    with matplotlib.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(svg, metadata={"Date": None})
     return [png, svg]
 
 

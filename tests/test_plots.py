@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PatchCollection
 from matplotlib.contour import ContourSet
+from matplotlib.figure import Figure
 
 from gradbench import plots
 
@@ -310,3 +311,18 @@ def test_save_writes_png_and_svg(tables, tmp_path):
     assert root.tag.endswith("svg") and svg.stat().st_size > 10_000
     with pytest.raises(ValueError, match="plain file name"):
         plots.save(fig, tmp_path, "../escape")
+
+
+def test_svg_files_are_byte_identical_across_renders(tmp_path):
+    """Reviews diff re-rendered reports: a figure drawn twice must give the same SVG file."""
+
+    def figure():
+        fig = Figure()
+        ax = fig.subplots()
+        ax.fill_between([0, 1, 2], [1, 2, 1], alpha=0.3)
+        ax.plot([0, 1], [1, 2])
+        return fig
+
+    first = plots.save(figure(), tmp_path / "a", "x")[1]
+    second = plots.save(figure(), tmp_path / "b", "x")[1]
+    assert first.read_bytes() == second.read_bytes()
