@@ -49,26 +49,31 @@ def make_backward(static: StaticKey, allow_imports: bool = False):
 
     def backward(rep_key, x, saved: Saved, top_grad, sigma_w, depth):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
-        _, top_slope = output_and_slope(saved.z_top, saved.log_rms_top)
+
+        def measure(carry, index, h_prev):
+            """Layer `index`'s statistics and the signal it passes down (before the product)."""
+            grad_h, slope = carry  # dJ/dh_hat_l and d h_hat_l / d z_hat_l
+            delta = jnp.where(index < depth, grad_h * slope, 0.0)
+            stats, delta_norm = layer_stats(delta, h_prev, gram=gram)
+            return stats, delta_norm.unit if log_mode else delta
 
         def layer(carry, inputs):
-            grad_h, slope = carry  # dJ/dh_hat_l and d h_hat_l / d z_hat_l
             index, log_rms_in = inputs
             # Read by index rather than scanned over: under vmap a scanned-over stack would be
             # transposed to layer-major first, a copy of the largest array of the call.
             z_in = jax.lax.dynamic_index_in_dim(saved.z_in, index, keepdims=False)
             h_prev, slope_prev = output_and_slope(z_in, log_rms_in)
-            h_prev = jnp.where(index == 0, x, h_prev)
-            active = index < depth
-            delta = jnp.where(active, grad_h * slope, 0.0)
-            stats, delta_norm = layer_stats(delta, h_prev, gram=gram)
-            passed = delta_norm.unit if log_mode else delta
+            stats, passed = measure(carry, index, h_prev)
             z_std = weight_draw(rep_key, index, width, static.init_family)
             grad_prev = weight_scale * jnp.matmul(passed, z_std.astype(dtype), precision=precision)
-            return (jnp.where(active, grad_prev, grad_h), slope_prev), stats
+            grad_h = jnp.where(index < depth, grad_prev, carry[0])
+            return (grad_h, slope_prev), stats
 
-        layers = (jnp.arange(static.depth), saved.log_rms_in)
-        _, tags = jax.lax.scan(layer, (top_grad, top_slope), layers, reverse=True)
-        return tags
+        _, top_slope = output_and_slope(saved.z_top, saved.log_rms_top)
+        # Layers depth_bucket - 1 .. 1 in the scan; layer 0 reads x and passes nothing down.
+        above = (jnp.arange(1, static.depth), saved.log_rms_in[1:])
+        carry, tags = jax.lax.scan(layer, (top_grad, top_slope), above, reverse=True)
+        first, _ = measure(carry, 0, x)
+        return jnp.concatenate([first[None], tags])
 
     return backward

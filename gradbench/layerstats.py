@@ -71,21 +71,23 @@ def log_outer_norm(
 ) -> jax.Array:
     """log ||d^T h||_F for a unit-norm d and any h, both (batch, width): a dense layer's weight gradient.
 
-    h is scaled to max|h| = 1 first, so every entry of d^T h (or of the Gram matrices) is at most
+    The product is taken with h / max|h|, so every entry of d^T h (or of the Gram matrices) is at most
     sqrt(batch) and the plain sum of squares neither overflows nor, for any h that is not flagged
-    tiny, underflows. With gram=True it uses ||D^T H||_F^2 = <D D^T, H H^T> and never materialises
-    the (width, width) matrix.
+    tiny, underflows. The direct form puts 1 / max|h| on d instead, where it joins the copy that
+    transposes d for the product. With gram=True it uses ||D^T H||_F^2 = <D D^T, H H^T> and never
+    materialises the (width, width) matrix.
     """
     precision = jax.lax.Precision.HIGHEST
     usable = (h_max_abs > 0) & jnp.isfinite(h_max_abs)
     scale = jnp.where(usable, h_max_abs, 1.0)
-    h_scaled = h / scale
     if gram:
+        h_scaled = h / scale
         dd = jnp.matmul(d_unit, d_unit.T, precision=precision)
         hh = jnp.matmul(h_scaled, h_scaled.T, precision=precision)
         square = jnp.maximum(jnp.sum(dd * hh), 0.0)
     else:
-        square = jnp.sum(jnp.square(jnp.matmul(d_unit.T, h_scaled, precision=precision)))
+        product = jnp.matmul((d_unit / scale).T, h, precision=precision)
+        square = jnp.sum(jnp.square(product))
     return 0.5 * jnp.log(square) + jnp.log(scale)
 
 
