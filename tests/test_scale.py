@@ -204,3 +204,19 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
     layers, _ = tables(out)
     ref_layers, _ = reference
     pd.testing.assert_frame_equal(layers, ref_layers, check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_chunk_capacity_keeps_cpu_layers_cache_sized_and_workspaces_bounded():
+    from gradbench.chunks import chunk_capacity
+    from gradbench.grid import StaticKey
+
+    bench = StaticKey("mlp", "tanh", "gaussian", 256, 128, 32, "probe", "float32", "log")
+    assert chunk_capacity(bench, None, "cpu") == 16  # 16 x 128 x 256 float32 = 2 MB per layer
+    assert chunk_capacity(bench._replace(width=64), None, "cpu") == 64
+    assert chunk_capacity(bench._replace(dtype="float64"), None, "cpu") == 8
+    assert chunk_capacity(bench, None, "gpu") == 1024  # 4 GB workspace / (32 layers x 128 KB)
+    deep = bench._replace(depth=10_000, batch=64)  # 655 MB per config
+    assert chunk_capacity(deep, None, "cpu") == 1
+    assert chunk_capacity(deep, None, "gpu") == 6
+    assert chunk_capacity(bench._replace(width=4, batch=1), None, "gpu") == 2048  # the cap
+    assert chunk_capacity(deep, 7, "cpu") == 7  # [run] chunk_size wins
