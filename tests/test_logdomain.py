@@ -1,7 +1,8 @@
-"""Log-domain measurement in float32 against float64 jax.grad, far beyond float32's range.
+"""Log-domain measurement in float32 against plain float64, far beyond float32's range.
 
-The float64 side is the plain float64 kernel (plain jax.grad, no frames), which tests/test_kernel.py checks
-against an independent per-config loop; both sides use the same draws (drawn in float32, then cast).
+The float64 side is the kernel in plain float64 (no frames, no renormalisation), which
+tests/test_kernel.py checks against an independent per-config loop with plain jax.grad; both sides use
+the same draws (drawn in float32, then cast).
 """
 
 import numpy as np
