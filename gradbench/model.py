@@ -131,8 +131,8 @@ def make_forward(static: StaticKey, allow_imports: bool = False):
                 log_rms = unit_norm(h_next).log_norm - 0.5 * log_size
                 log_rms = jnp.where(jnp.isfinite(log_rms), log_rms, 0.0)
                 h_next = h_next * jnp.exp(-log_rms)
-            # Past the config's depth layers are identity: h and s stay. z and log_rms need no mask,
-            # the backward pass reads them only below the depth.
+            # Past the config's depth layers are identity: h and s stay. z and log_rms need no mask:
+            # the backward pass uses them only for the layers below the depth.
             active = index < depth
             workspace = jax.lax.dynamic_update_index_in_dim(workspace, z_below, index, 0)
             h_next, s_next = jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s)
