@@ -11,6 +11,7 @@ same product (XLA:CPU has no TF32). `--quick` runs tiny sizes, so that CI keeps 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import tempfile
@@ -19,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
+from benchmarks.suite import prepare_matmul
+from benchmarks.timing import measure as measure_case
 from gradbench import spec as spec_module
 from gradbench.runner import run
 
@@ -59,18 +61,12 @@ class Settings:
 QUICK = Settings(configs=12, width=16, depth=4, batch=8, matmul_n=256, matmul_repeats=3)
 
 
-def matmul_ceiling(n: int, repeats: int, precision) -> float:
-    """Best FLOP/s of an n x n float32 product at the given `jax.lax.Precision`."""
-    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-    dot = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))
-    dot(a, b).block_until_ready()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        dot(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
+def matmul_ceiling(n: int, repeats: int, precision: jax.lax.Precision) -> float:
+    """Best FLOP/s of an n x n float32 product at the given precision."""
+    timing = measure_case(
+        functools.partial(prepare_matmul, precision=precision), n, repeats=repeats
+    )
+    return 2.0 * n**3 / min(timing.timed)
 
 
 def measure(settings: Settings) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -117,10 +118,11 @@ def case_names(settings: Settings) -> list[str]:
     return names
 
 
-def prepare_matmul(n: int):
+def prepare_matmul(n: int, precision: jax.lax.Precision | None = None):
+    """An n x n float32 product at `precision` (the backend's default if None)."""
     a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
+    dot = jax.jit(functools.partial(jnp.dot, precision=precision))
 
     def closure() -> None:
         dot(a, b).block_until_ready()
