@@ -1,10 +1,13 @@
-# Two entry points: `make run` (default sweep + report) and `make test`. Each creates .venv as needed.
+# Entry points: `make run` (the default sweep into runs/default/), `make test`, and `make reports`
+# (regenerates the committed gallery under reports/ from a clean tree). Each creates .venv as needed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make reports SWEEPS="smoke default"` regenerates only these built-in sweeps (default: all).
+SWEEPS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run reports test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +16,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/gradbench run sweeps/default.toml
+	$(BIN)/gradbench run default --out runs/default
+
+reports: $(STAMP)
+	$(BIN)/python tools/regenerate_gallery.py $(SWEEPS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gradbench tests benchmarks
-	$(BIN)/ruff format --check gradbench tests benchmarks
+	$(BIN)/ruff check gradbench tests benchmarks tools
+	$(BIN)/ruff format --check gradbench tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
