@@ -1,8 +1,17 @@
-"""Per-config summary and regime from the per-layer table (pure pandas; no JAX).
+"""Per-config summary and regime from the per-layer table (pure pandas and numpy).
 
 r = log10(||delta_1|| / ||delta_L||): vanishing if r < -t, exploding if r > t, stable otherwise,
 nonfinite if a NaN/Inf appeared. Growth rates are least-squares slopes of a log10 statistic against the
 distance from the output, L - l, so they are positive when the gradient grows on its way to the input.
+
+A backward signal lost to underflow (`gradbench.layerstats.lost_below`: its largest entry was below
+tiny / eps, about 1e-31 in float32; plain mode, or an exact zero in log mode) has no value, so r has
+none either. The same definition bounds it: a lost (batch, width) signal has a norm below
+sqrt(batch x width) x tiny / eps. A config whose first-layer signal was lost while its last layer was
+measured is vanishing when that bound puts r below -t. Any other config without an r is unmeasured:
+the arithmetic lost the signal and nothing proves a regime (plain mode loses ReLU nets whose forward
+pass underflowed to zero: every slope phi'(0) = 0, so every gradient reads zero). Unmeasured is never
+nonfinite, which means a NaN or Inf appeared; `measure = "log"` measures such configs.
 """
 
 from __future__ import annotations
@@ -12,17 +21,18 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from gradbench.layerstats import lost_below
+
 
 class Regime(StrEnum):
     VANISHING = "vanishing"
     STABLE = "stable"
     EXPLODING = "exploding"
     NONFINITE = "nonfinite"
+    UNMEASURED = "unmeasured"
 
 
 REGIMES = [r.value for r in Regime]
-# Smallest positive normal number per dtype: a plain-arithmetic backward signal below it is lost.
-_TINY = {"float32": float(np.finfo(np.float32).tiny), "float64": float(np.finfo(np.float64).tiny)}
 
 
 def growth_rates(layers: pd.DataFrame, column: str) -> pd.Series:
@@ -70,24 +80,37 @@ def summarise(configs: pd.DataFrame, layers: pd.DataFrame, threshold: float) -> 
     return summary
 
 
-def classify(summary: pd.DataFrame, threshold: float) -> pd.Series:
-    """The regime of each config (see the module docstring).
+def lost_signal_bound(summary: pd.DataFrame) -> pd.Series:
+    """log10 of the largest norm a backward signal lost to underflow can have, per config.
 
-    A config whose backward signal was lost to underflow (or is exactly zero) has no r; it is vanishing
-    when even the largest value the lost signal could have had, sqrt(batch x width) x tiny, puts r below
-    -t, and nonfinite (not measurable in that arithmetic) otherwise.
+    A lost (batch, width) signal has every entry below `lost_below(dtype)`, so its norm is below
+    sqrt(batch x width) x lost_below(dtype).
+    """
+    threshold = {d: lost_below(d) for d in summary["dtype"].unique()}
+    size = summary["batch"].astype(float) * summary["width"].astype(float)
+    return np.log10(summary["dtype"].map(threshold).astype(float)) + 0.5 * np.log10(size)
+
+
+def classify(summary: pd.DataFrame, threshold: float) -> pd.Series:
+    """The regime of each config (the rule and the treatment of lost signals: the module docstring).
+
+    Args:
+        summary: one row per config with `log10_delta_ratio`, `log10_delta_first`,
+            `log10_delta_last`, `nonfinite`, `dtype`, `batch` and `width`.
+        threshold: t, in log10.
+
+    Returns:
+        A `Regime` value per config.
     """
     r = summary["log10_delta_ratio"]
     regime = np.select(
         [r < -threshold, r > threshold, r.notna()],
         [Regime.VANISHING.value, Regime.EXPLODING.value, Regime.STABLE.value],
-        Regime.NONFINITE.value,
+        Regime.UNMEASURED.value,
     )
-    tiny = summary["dtype"].map(_TINY)
-    bound = (
-        np.log10(tiny * np.sqrt(summary["batch"] * summary["width"])) - summary["log10_delta_last"]
-    )
-    lost = summary["underflow"] & r.isna() & ~summary["nonfinite"]
-    regime = np.where(lost & (bound < -threshold), Regime.VANISHING.value, regime)
-    regime = np.where(summary["nonfinite"], Regime.NONFINITE.value, regime)
+    # r < (largest lost norm) - log10 ||delta_L||; NaN (no verdict) when delta_L was lost too.
+    r_below = lost_signal_bound(summary) - summary["log10_delta_last"]
+    first_lost = r.isna() & summary["log10_delta_first"].isna()
+    regime = np.where(first_lost & (r_below < -threshold), Regime.VANISHING.value, regime)
+    regime = np.where(summary["nonfinite"].astype(bool), Regime.NONFINITE.value, regime)
     return pd.Series(regime, index=summary.index, dtype=object)

@@ -43,14 +43,25 @@ def unit_norm(x: jax.Array) -> UnitNorm:
     return UnitNorm(unit, log_norm, max_abs)
 
 
-def is_tiny(max_abs: jax.Array) -> jax.Array:
-    """1.0 where a vector with this largest entry has lost digits to underflow, else 0.0.
+def lost_below(dtype) -> float:
+    """gradbench's one definition of "lost to underflow": a vector whose largest entry is below this.
 
-    Below tiny / eps (about 1e-31 in float32) the entries that still matter to a norm, down to
-    max x eps, are subnormal or zero; above it every such entry is a normal number.
+    The threshold is tiny / eps: 2^-103 ~ 9.9e-32 in float32, 2^-970 ~ 1.0e-292 in float64. Below
+    it, the entries that still matter to a norm (down to max x eps) are subnormal or zero; above it
+    every such entry is a normal number. The kernel's flags (`is_tiny`) use it, and so does the
+    regime rule: a lost vector of n entries has a norm below sqrt(n) x lost_below(dtype), the largest
+    value `gradbench.classify` lets a lost signal have.
     """
-    info = jnp.finfo(max_abs.dtype)
-    return (max_abs < info.tiny / info.eps).astype(max_abs.dtype)
+    info = jnp.finfo(dtype)
+    return float(info.tiny) / float(info.eps)
+
+
+def is_tiny(max_abs: jax.Array) -> jax.Array:
+    """1.0 where a vector with this largest entry has lost digits to underflow (`lost_below`), else 0.0.
+
+    Zero counts as lost: plain arithmetic cannot tell an exact zero from an underflow.
+    """
+    return (max_abs < lost_below(max_abs.dtype)).astype(max_abs.dtype)
 
 
 def log_frobenius(x: jax.Array) -> jax.Array:

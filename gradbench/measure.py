@@ -57,8 +57,9 @@ def assemble(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
     values = np.stack(list(ln.values()))
     nonfinite = np.any(np.isnan(values) | (values == np.inf), axis=0)
     below = values == -np.inf
-    # Below the smallest normal number a value has lost its digits. In log mode the backward signal is
-    # renormalised every layer and cannot get there; an exact zero there is a true zero (dead units).
+    # The kernel's tiny flags say which vectors were lost to underflow (`layerstats.lost_below`). In
+    # log mode the backward signal is renormalised every layer and cannot get there; an exact zero
+    # there is a true zero (dead units).
     delta_lost = (tags[..., TINY_DELTA] > 0.5) & (measure == "plain")
     input_lost = tags[..., TINY_INPUT] > 0.5
     q_lost = np.asarray(forward.tiny_z) > 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench.classify import classify, summarise
+from gradbench.classify import summarise
 
 
 def synthetic(slopes, depth=10, flags=None, batch=4, width=8, dtype="float32"):
@@ -92,17 +92,11 @@ def test_flags_never_become_numbers():
     assert summary.loc["c2", "regime"] == "vanishing"
 
 
-def test_underflow_bound_that_cannot_decide_is_not_a_verdict():
-    summary = pd.DataFrame(
-        {
-            "log10_delta_ratio": [np.nan],
-            "log10_delta_last": [-36.0],  # float32 tiny x sqrt(32) ~ 1e-37: bound on r ~ -1.2
-            "underflow": [True],
-            "nonfinite": [False],
-            "dtype": ["float32"],
-            "batch": [4],
-            "width": [8],
-        }
-    )
-    assert list(classify(summary, 2.0)) == ["nonfinite"]
-    assert list(classify(summary, 1.0)) == ["vanishing"]
+def test_a_signal_lost_in_every_layer_is_unmeasured_never_nonfinite():
+    """Plain mode loses every layer of a relu net whose forward pass underflowed (phi'(0) = 0)."""
+    every_layer = {("c0", layer): "underflow" for layer in range(1, 11)}
+    configs, layers = synthetic([-0.1, -0.1], flags=every_layer | {("c1", 4): "nonfinite"})
+    summary = summarise(configs, layers, threshold=2.0).set_index("config_id")
+    assert summary.loc["c0", "underflow"] and not summary.loc["c0", "nonfinite"]
+    assert summary.loc["c0", "regime"] == "unmeasured"
+    assert summary.loc["c1", "regime"] == "nonfinite"
