@@ -5,6 +5,7 @@ Everything downstream asks this module; nothing else maps strings to callables.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Callable
@@ -107,14 +108,77 @@ def activation(name: str, *, allow_imports: bool = False) -> Activation:
             "registered names only; importing code from a sweep needs --allow-imports "
             "(or allow_imports=True in the Python API)",
         )
+    return _imported_activation(name)
+
+
+@functools.cache
+def _imported_activation(name: str) -> Activation:
+    """Imports ``"package.module:function"`` and checks that it can serve as an activation."""
     module_name, _, attr = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise SpecError("activation", name, f"an importable 'module:function' ({exc})") from None
-    if not callable(fn):
-        raise SpecError("activation", name, "a callable elementwise function")
+    except Exception as exc:  # importing runs the module's code, which may raise anything
+        raise SpecError(
+            "activation", name, f"an importable 'package.module:function' ({_summary(exc)})"
+        ) from None
+    _check_elementwise(name, fn)
     return Activation(name, fn, False, f"user function {name}")
+
+
+def _check_elementwise(name: str, fn: object) -> None:
+    """Refuses an imported object that does not map a float array to a float array of its shape.
+
+    The check traces `fn` and its `jax.jvp` on an abstract (2, 3) float32 array with `jax.eval_shape`,
+    as the kernel will: `fn`'s Python code runs on tracers, no computation is executed.
+    """
+    allowed = (
+        "a JAX function mapping a float array to a float array of the same shape, "
+        "differentiable by jax.jvp (e.g. 'jax.numpy:tanh')"
+    )
+    found = _describe(fn)
+    if not callable(fn):
+        raise SpecError("activation", name, f"{allowed}; found {found}, which is not callable")
+    probe = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+    try:
+        value, _ = jax.eval_shape(lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),)), probe)
+    except Exception as exc:  # whatever the object does with an array it does not understand
+        raise SpecError(
+            "activation",
+            name,
+            f"{allowed}; {found} called on a float32[2,3] raised {_summary(exc)}",
+        ) from None
+    if not (
+        isinstance(value, jax.ShapeDtypeStruct)
+        and value.shape == probe.shape
+        and value.dtype == probe.dtype
+    ):
+        raise SpecError(
+            "activation", name, f"{allowed}; {found} maps a float32[2,3] to {_kind(value)}"
+        )
+
+
+def _describe(obj: object) -> str:
+    """What an imported object is, e.g. "builtin_function_or_method posix.system"."""
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return f"{type(obj).__name__} {_clip(repr(obj))}"
+    return f"{type(obj).__name__} {getattr(obj, '__module__', None) or '?'}.{qualname}"
+
+
+def _kind(value: object) -> str:
+    """An abstract value as JAX prints types, e.g. float32[2,3]; other objects by their type."""
+    if isinstance(value, jax.ShapeDtypeStruct):
+        return f"{value.dtype.name}[{','.join(map(str, value.shape))}]"
+    return f"a {type(value).__name__}"
+
+
+def _summary(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {_clip(lines[0])}" if lines else type(exc).__name__
+
+
+def _clip(text: str, most: int = 120) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 class InitFamily(NamedTuple):

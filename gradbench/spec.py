@@ -11,12 +11,22 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from gradbench import registry
 from gradbench.errors import SpecError
 
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+# Package data, so that a wheel install has them too; a Path except for exotic (zipped) installs.
+SWEEPS_DIR = files("gradbench") / "sweeps"
+
+
+def built_in_sweeps() -> dict[str, Traversable]:
+    """The sweep files shipped with gradbench, by name (`gradbench run <name>`), sorted by name."""
+    entries = sorted(SWEEPS_DIR.iterdir(), key=lambda entry: entry.name)
+    return {e.name.removesuffix(".toml"): e for e in entries if e.name.endswith(".toml")}
+
 
 DTYPES = ("float32", "float64")
 MEASURES = ("log", "plain")
@@ -59,6 +69,9 @@ SECTION_KEYS = {
     },
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+INT32_MAX = 2**31 - 1  # depth, width, batch, replicate and step counts reach the device as int32
+SEED_MAX = 2**32 - 1  # the root key keeps 32 bits of a seed: larger ones would repeat smaller ones
+MAX_AXIS_VALUES = 10_000_000  # one axis; the grid's size and memory are checked when it is expanded
 
 
 @dataclass(frozen=True)
@@ -145,11 +158,16 @@ class SweepSpec:
         return networks * (self.train.n_runs if self.train else 1)
 
 
-def resolve_path(spec: str | Path) -> Path:
-    """A sweep file path, or the name of a built-in sweep in `sweeps/`."""
+def resolve_path(spec: str | Path) -> Path | Traversable:
+    """A sweep file path, or the name of a built-in sweep (`gradbench/sweeps/<name>.toml`).
+
+    A file of that name (relative to the working directory) wins over a built-in sweep; a directory
+    does not, so `gradbench run default --out default` can be run again.
+    """
     path = Path(spec)
-    if path.suffix != ".toml" and not path.exists() and (SWEEPS_DIR / f"{spec}.toml").exists():
-        return SWEEPS_DIR / f"{spec}.toml"
+    built_in = built_in_sweeps()
+    if path.suffix != ".toml" and not path.is_file() and str(spec) in built_in:
+        return built_in[str(spec)]
     return path
 
 
@@ -159,7 +177,7 @@ def load(spec: str | Path, *, allow_imports: bool = False) -> SweepSpec:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        builtin = sorted(p.stem for p in SWEEPS_DIR.glob("*.toml"))
+        builtin = list(built_in_sweeps())
         raise SpecError(
             str(spec), "<missing file>", f"an existing .toml file or one of {builtin}"
         ) from None
@@ -206,17 +224,15 @@ class _Parser:
         name = doc.get("name", default_name)
         if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
             raise self.error("name", name, "letters, digits, '.', '_' and '-' (a directory name)")
-        seed = self.integer(doc.get("seed", 0), "seed", minimum=0)
+        seed = self.integer(doc.get("seed", 0), "seed", minimum=0, maximum=SEED_MAX)
         description = doc.get("description", "")
         if not isinstance(description, str):
             raise self.error("description", description, "a string")
 
-        architecture = model.get("architecture", "mlp")
-        if architecture not in ARCHITECTURES:
-            raise self.error("model.architecture", architecture, f"one of {list(ARCHITECTURES)}")
-        loss = model.get("loss", "probe")
-        if loss not in registry.LOSSES:
-            raise self.error("model.loss", loss, f"one of {list(registry.LOSSES)}")
+        architecture = self.choice(
+            model.get("architecture", "mlp"), "model.architecture", ARCHITECTURES
+        )
+        loss = self.choice(model.get("loss", "probe"), "model.loss", tuple(registry.LOSSES))
 
         raw = dict(axes_doc)
         for key in ("width", "batch"):
@@ -233,7 +249,8 @@ class _Parser:
             if required not in raw:
                 raise self.error(f"axes.{required}", "<missing>", f"a value or list for {required}")
 
-        axes, imports = self.axes(raw, allow_imports)
+        from_model = {key for key in ("width", "batch") if key in model}
+        axes, imports = self.axes(raw, allow_imports, from_model)
         sigma_w_given = self.scale_pair(raw, axes, "sigma_w")
         sigma_b_given = self.scale_pair(raw, axes, "sigma_b") or "sigma_b2"
         if "sigma_b2" not in axes:
@@ -252,12 +269,8 @@ class _Parser:
         axes = {k: axes[k] for k in order if k in axes}
 
         run = doc.get("run", {})
-        dtype = run.get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise self.error("run.dtype", dtype, f"one of {list(DTYPES)}")
-        measure = run.get("measure", "log")
-        if measure not in MEASURES:
-            raise self.error("run.measure", measure, f"one of {list(MEASURES)}")
+        dtype = self.choice(run.get("dtype", "float32"), "run.dtype", DTYPES)
+        measure = self.choice(run.get("measure", "log"), "run.measure", MEASURES)
         chunk_size = run.get("chunk_size")
         if chunk_size is not None:
             chunk_size = self.integer(chunk_size, "run.chunk_size", minimum=1)
@@ -291,17 +304,15 @@ class _Parser:
     def train(self, table: dict) -> TrainSpec:
         """The `[train]` section; see `TrainSpec`."""
         self.check_keys(table, "train")
-        optimizer = self.axis_values(
-            table.get("optimizer", "sgd"), "train.optimizer", integer=False
-        )
+        optimizer = self.axis_values(table.get("optimizer", "sgd"), "train.optimizer", kind="name")
         for v in optimizer.values:
             if v not in OPTIMIZERS:
                 raise self.error("train.optimizer", v, f"one of {list(OPTIMIZERS)}")
         if "lr" not in table:
             raise self.error("train.lr", "<missing>", "a learning rate or list of them, e.g. 0.01")
-        lr = self.axis_values(table["lr"], "train.lr", integer=False)
+        lr = self.axis_values(table["lr"], "train.lr", kind="number")
         for v in lr.values:
-            if isinstance(v, str) or v <= 0:
+            if v <= 0:
                 raise self.error("train.lr", v, "finite numbers > 0")
         steps = self.integer(table.get("steps", 200), "train.steps", minimum=1)
         log_every = self.integer(
@@ -309,9 +320,7 @@ class _Parser:
         )
         if log_every > steps:
             raise self.error("train.log_every", log_every, f"an integer from 1 to steps = {steps}")
-        task = table.get("task", "teacher")
-        if task not in TASKS:
-            raise self.error("train.task", task, f"one of {list(TASKS)}")
+        task = self.choice(table.get("task", "teacher"), "train.task", TASKS)
         if task == "digits":
             from gradbench import tasks
 
@@ -356,7 +365,7 @@ class _Parser:
 
     def clip_rules(self, table: dict) -> tuple[tuple[str, tuple[float, ...]], ...]:
         """`clip` (rules) with `clip_threshold`: one axis for every rule, or a table per rule."""
-        rules = self.axis_values(table.get("clip", "none"), "train.clip", integer=False).values
+        rules = self.axis_values(table.get("clip", "none"), "train.clip", kind="name").values
         for rule in rules:
             if rule not in CLIPS:
                 raise self.error("train.clip", rule, f"one of {list(CLIPS)}")
@@ -387,9 +396,9 @@ class _Parser:
             where = f"train.clip_threshold.{rule}" if per_rule else "train.clip_threshold"
             if per_rule and rule not in given:
                 raise self.error(where, "<missing>", f"thresholds for every rule in {clipping}")
-            axis = self.axis_values(given[rule] if per_rule else given, where, integer=False)
+            axis = self.axis_values(given[rule] if per_rule else given, where, kind="number")
             for v in axis.values:
-                if isinstance(v, str) or v <= 0:
+                if v <= 0:
                     raise self.error(where, v, "finite numbers > 0")
             out.append((rule, tuple(axis.values)))
         return tuple(out)
@@ -403,18 +412,16 @@ class _Parser:
                     where, key, f"keys {sorted(allowed)} (a typo must not change a sweep)"
                 )
 
-    def axes(self, raw: dict, allow_imports: bool) -> tuple[dict[str, Axis], list[str]]:
+    def axes(
+        self, raw: dict, allow_imports: bool, from_model: set[str]
+    ) -> tuple[dict[str, Axis], list[str]]:
         axes: dict[str, Axis] = {}
         imports: list[str] = []
         for key, value in raw.items():
-            where = f"axes.{key}"
-            axis = self.axis_values(
-                value, where, integer=key in ("depth", "width", "batch", "replicate")
-            )
+            where = f"model.{key}" if key in from_model else f"axes.{key}"
+            axis = self.axis_values(value, where, kind=AXIS_KINDS[key])
             if key == "activation":
                 for v in axis.values:
-                    if not isinstance(v, str):
-                        raise self.error(where, v, "activation names (strings)")
                     if registry.is_import_path(v):
                         if not allow_imports:
                             raise self.error(
@@ -423,7 +430,10 @@ class _Parser:
                                 "registered activations only, unless imports are allowed "
                                 "(--allow-imports, or allow_imports=True in the Python API)",
                             )
-                        registry.activation(v, allow_imports=True)
+                        try:
+                            registry.activation(v, allow_imports=True)
+                        except SpecError as exc:
+                            raise self.error(where, v, exc.allowed) from None
                         imports.append(v)
                     elif v not in registry.ACTIVATIONS:
                         raise self.error(where, v, f"one of {sorted(registry.ACTIVATIONS)}")
@@ -441,7 +451,7 @@ class _Parser:
                         raise self.error(where, v, "replicate indices >= 0")
             else:  # scales
                 for v in axis.values:
-                    if not math.isfinite(v) or v < 0:
+                    if v < 0:
                         raise self.error(where, v, "finite numbers >= 0")
                     if key.startswith("sigma_w") and v == 0:
                         raise self.error(
@@ -450,23 +460,28 @@ class _Parser:
             axes[key] = axis
         return axes, imports
 
-    def axis_values(self, value: object, where: str, *, integer: bool) -> Axis:
+    def axis_values(self, value: object, where: str, *, kind: str) -> Axis:
+        """An axis of `kind` "name" (strings), "integer" or "number" (finite), in any accepted form."""
         scale = "linear"
         if isinstance(value, dict):
             if where == "axes.replicate" and set(value) == {"count"}:
-                count = self.integer(value["count"], f"{where}.count", minimum=1)
-                return Axis(tuple(range(count)))
-            if len(value) != 1 or next(iter(value)) not in ("linspace", "logspace", "range"):
-                raise self.error(
-                    where,
-                    value,
-                    "a list, a single value, {linspace = [a, b, n]}, {logspace = [a, b, n]} or "
-                    "{range = [start, stop, step]}"
-                    + (", or {count = N}" if "replicate" in where else ""),
+                count = self.integer(
+                    value["count"], f"{where}.count", minimum=1, maximum=MAX_AXIS_VALUES
                 )
-            kind, args = next(iter(value.items()))
-            values = self.generated(kind, args, f"{where}.{kind}")
-            scale = "log" if kind == "logspace" else "linear"
+                return Axis(tuple(range(count)))
+            generators = ("linspace", "logspace", "range")
+            if kind == "name" or len(value) != 1 or next(iter(value)) not in generators:
+                allowed = (
+                    "a name or a list of names"
+                    if kind == "name"
+                    else "a list, a single value, {linspace = [a, b, n]}, {logspace = [a, b, n]} "
+                    "or {range = [start, stop, step]}"
+                    + (", or {count = N}" if where == "axes.replicate" else "")
+                )
+                raise self.error(where, value, allowed)
+            generator, args = next(iter(value.items()))
+            values = self.generated(generator, args, f"{where}.{generator}")
+            scale = "log" if generator == "logspace" else "linear"
         elif isinstance(value, list):
             values = value
             if len(values) > 2 and all(_is_number(v) and v > 0 for v in values):
@@ -476,14 +491,7 @@ class _Parser:
             values = [value]
         if not values:
             raise self.error(where, value, "at least one value (an empty axis makes an empty grid)")
-        checked = []
-        for v in values:
-            if integer:
-                checked.append(self.integer(v, where))
-            elif isinstance(v, str):
-                checked.append(v)
-            else:
-                checked.append(self.number(v, where))
+        checked = [VALUE_CHECKS[kind](self, v, where) for v in values]
         if len(set(checked)) != len(checked):
             raise self.error(where, values, "distinct values (a repeated value repeats configs)")
         return Axis(tuple(checked), scale)
@@ -498,16 +506,28 @@ class _Parser:
                 )
             if len(args) == 3 and args[2] == 0:
                 raise self.error(where, args, "a non-zero step")
-            return list(range(*args))
-        if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
+            values = range(*args)
+            if len(values) > MAX_AXIS_VALUES:
+                raise self.error(where, args, f"at most {MAX_AXIS_VALUES:,} values per axis")
+            return list(values)
+        if len(args) != 3 or not isinstance(args[2], int) or not 1 <= args[2] <= MAX_AXIS_VALUES:
             raise self.error(
-                where, args, f"[start, stop, count] with an integer count >= 1 ({kind})"
+                where,
+                args,
+                f"[start, stop, count] with an integer count from 1 to {MAX_AXIS_VALUES:,} ({kind})",
             )
         a, b, n = float(args[0]), float(args[1]), args[2]
         if not (math.isfinite(a) and math.isfinite(b)):
             raise self.error(where, args, "finite bounds")
         points = [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a]
-        return [10.0**p for p in points] if kind == "logspace" else points
+        if kind == "linspace":
+            return points
+        try:
+            return [10.0**p for p in points]
+        except OverflowError:
+            raise self.error(
+                where, args, "exponents up to 308 (10^a must be a finite number)"
+            ) from None
 
     def scale_pair(self, raw: dict, axes: dict[str, Axis], base: str) -> str | None:
         """Accepts `base` xor `base2` and stores the squared form under `base2`."""
@@ -538,19 +558,67 @@ class _Parser:
                 f"a sigma_w or sigma_w2 axis for init families {families}",
             )
 
-    def integer(self, value: object, where: str, minimum: int | None = None) -> int:
+    def integer(
+        self, value: object, where: str, minimum: int | None = None, maximum: int = INT32_MAX
+    ) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(where, value, "an integer")
+            raise self.error(where, value, "an integer" + _hint(value))
         if minimum is not None and value < minimum:
             raise self.error(where, value, f"an integer >= {minimum}")
+        if value > maximum:
+            raise self.error(where, value, f"an integer <= {maximum:,}")
         return value
 
     def number(self, value: object, where: str) -> float:
         if not _is_number(value):
-            raise self.error(where, value, "a number")
+            raise self.error(where, value, "a number" + _hint(value))
         if not math.isfinite(value):
             raise self.error(where, value, "a finite number")
         return float(value)
+
+    def name(self, value: object, where: str) -> str:
+        if not isinstance(value, str):
+            raise self.error(where, value, "a name (a quoted string)")
+        return value
+
+    def choice(self, value: object, where: str, options: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise self.error(where, value, f"one of {list(options)}")
+        return value
+
+
+def _hint(value: object) -> str:
+    """Why a TOML value that looks numeric is not the number wanted."""
+    if isinstance(value, bool):
+        return ", not a boolean"
+    if isinstance(value, str) and _parses_as_number(value):
+        return " (written without quotes)"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return f" (write {int(value)}, not {value})"
+    return ""
+
+
+AXIS_KINDS = {
+    "activation": "name",
+    "init": "name",
+    "sigma_w": "number",
+    "sigma_w2": "number",
+    "sigma_b": "number",
+    "sigma_b2": "number",
+    "depth": "integer",
+    "width": "integer",
+    "batch": "integer",
+    "replicate": "integer",
+}
+VALUE_CHECKS = {"name": _Parser.name, "integer": _Parser.integer, "number": _Parser.number}
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value: object) -> bool:

@@ -101,6 +101,35 @@ def test_unknown_and_import_activations():
         registry.activation("rleu")
     with pytest.raises(SpecError, match="allow-imports"):
         registry.activation("math:tanh")
-    assert registry.activation("math:tanh", allow_imports=True).fn(0.5) == math.tanh(0.5)
+    imported = registry.activation("jax.numpy:tanh", allow_imports=True)
+    assert float(imported.fn(jnp.float32(0.5))) == pytest.approx(math.tanh(0.5), rel=1e-6)
+    assert not imported.homogeneous  # never renormalised: nothing is known about a user function
     with pytest.raises(SpecError, match="importable"):
         registry.activation("no_such_module_xyz:f", allow_imports=True)
+
+
+@pytest.mark.parametrize(
+    "name,found",
+    [
+        ("os:system", "builtin_function_or_method posix.system called on a float32[2,3] raised"),
+        ("math:tanh", "math.tanh called on a float32[2,3] raised TypeError"),  # scalars only
+        ("numpy:tanh", "numpy.tanh called on a float32[2,3] raised TracerArrayConversionError"),
+        ("math:pi", "found float 3.141592653589793, which is not callable"),
+        ("jax.numpy:sum", "jax.numpy.sum maps a float32[2,3] to float32[]"),
+        ("jax.numpy:argmax", "maps a float32[2,3] to int32[]"),
+        ("jax.numpy:float16", "maps a float32[2,3] to float16[2,3]"),
+        ("builtins:print", "maps a float32[2,3] to a NoneType"),
+    ],
+)
+def test_an_imported_object_must_be_an_elementwise_jax_function(name, found):
+    with pytest.raises(SpecError) as info:
+        registry.activation(name, allow_imports=True)
+    message = str(info.value)
+    assert message.startswith(f"activation: got {name!r}; allowed: a JAX function mapping a float")
+    assert found in message, message
+
+
+@pytest.mark.parametrize("name", [":tanh", "..:x", "os:"])
+def test_a_malformed_import_path_is_bad_input(name):
+    with pytest.raises(SpecError, match="an importable 'package.module:function'"):
+        registry.activation(name, allow_imports=True)

@@ -84,7 +84,7 @@ BAD = [
     ("depth = [2]", "depth = [-3]", "axes.depth", ">= 1"),
     ("depth = [2]", "depth = [0]", "axes.depth", ">= 1"),
     ("depth = [2]", "depth = [2.5]", "axes.depth", "integer"),
-    ("width = 8", "width = 0", "axes.width", ">= 1"),
+    ("width = 8", "width = 0", "model.width", ">= 1"),  # BASE sets width in [model]
     ("sigma_w2 = [1.0]", "sigma_w2 = [nan]", "axes.sigma_w2", "finite"),
     ("sigma_w2 = [1.0]", "sigma_w2 = [-1.0]", "axes.sigma_w2", ">= 0"),
     ("sigma_w2 = [1.0]", "sigma_w2 = [inf]", "axes.sigma_w2", "finite"),
@@ -168,3 +168,133 @@ def test_bad_cli_values_exit_2(capsys):
     assert "finite" in capsys.readouterr().err
     assert cli.main(["theory", "--activation", "tanhh"]) == 2
     assert "tanhh" in capsys.readouterr().err
+
+
+# Values of the wrong type: each was a traceback (exit 1) before. (old, new, key, value as shown,
+# what is allowed)
+WRONG_TYPES = [
+    ("sigma_w2 = [1.0]", 'sigma_w2 = ["1.0"]', "axes.sigma_w2", "'1.0'", "a number (written without quotes)"),
+    ("sigma_w2 = [1.0]", 'sigma_w2 = [1.0]\nsigma_b2 = "0.1"', "axes.sigma_b2", "'0.1'", "a number"),
+    ("sigma_w2 = [1.0]", 'sigma_w = ["fast"]', "axes.sigma_w", "'fast'", "a number"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = { logspace = [0, 400, 3] }", "axes.sigma_w2.logspace",
+     "[0, 400, 3]", "exponents up to 308"),
+    ("[model]", '[model]\nloss = ["mse"]', "model.loss", "['mse']", "one of ['probe', 'mse']"),
+    ('name = "s"', 'name = "s"\n[run]\ndtype = { float = 32 }', "run.dtype", "{'float': 32}",
+     "one of ['float32', 'float64']"),
+    ("depth = [2]", "depth = [2]\nreplicate = { count = 100000000 }", "axes.replicate.count",
+     "100000000", "<= 10,000,000"),
+    ("depth = [2]", "depth = { range = [1, 100000000000] }", "axes.depth.range",
+     "[1, 100000000000]", "at most 10,000,000 values"),
+    ('name = "s"', 'name = "s"\nseed = 4294967296', "seed", "4294967296", "<= 4,294,967,295"),
+    ("depth = [2]", "depth = [2147483648]", "axes.depth", "2147483648", "<= 2,147,483,647"),
+]  # fmt: skip
+# Booleans and floats where an integer is needed, names where a number is needed and the reverse.
+WRONG_KINDS = [
+    ("depth = [2]", "depth = [true]", "axes.depth", "True", "an integer, not a boolean"),
+    ("depth = [2]", "depth = [8.5]", "axes.depth", "8.5", "an integer"),
+    ("depth = [2]", "depth = [8.0]", "axes.depth", "8.0", "an integer (write 8, not 8.0)"),
+    ("width = 8", "width = 8.0", "model.width", "8.0", "an integer (write 8, not 8.0)"),
+    ("sigma_w2 = [1.0]", "sigma_w2 = [true]", "axes.sigma_w2", "True", "a number, not a boolean"),
+    ("depth = [2]", "depth = [2]\nreplicate = [0.5]", "axes.replicate", "0.5", "an integer"),
+    ("depth = [2]", "depth = [2]\nreplicate = { count = true }", "axes.replicate.count", "True",
+     "an integer, not a boolean"),
+    ('activation = ["tanh"]', "activation = [1]", "axes.activation", "1", "a name"),
+    ('activation = ["tanh"]', "activation = { linspace = [1, 2, 3] }", "axes.activation",
+     "{'linspace': [1, 2, 3]}", "a name or a list of names"),
+    ('activation = ["tanh"]', 'activation = ["tanh"]\ninit = [["gaussian"]]', "axes.init",
+     "['gaussian']", "a name"),
+    ("depth = [2]", "[axes.depth]\nvalues = [2]", "axes.depth", "{'values': [2]}",
+     "{range = [start, stop, step]}"),
+    ('name = "s"', 'name = "s"\n[run]\nchunk_size = true', "run.chunk_size", "True", "an integer"),
+    ('name = "s"', 'name = "s"\n[classify]\nthreshold = "2"', "classify.threshold", "'2'",
+     "a number (written without quotes)"),
+    ('name = "s"', 'name = "s"\n[train]\nlr = ["0.1"]', "train.lr", "'0.1'", "a number"),
+    ('name = "s"', 'name = "s"\n[train]\nlr = 0.1\nsteps = 10.0', "train.steps", "10.0",
+     "write 10, not 10.0"),
+    ('name = "s"', 'name = "s"\n[train]\nlr = 0.1\nclip = [1]', "train.clip", "1", "a name"),
+    ('name = "s"', 'name = "s"\n[train]\nlr = 0.1\nclip = "value"\nclip_threshold = ["1"]',
+     "train.clip_threshold", "'1'", "a number"),
+]  # fmt: skip
+# Imported objects that are not activations (with --allow-imports): what was found is named.
+NOT_ACTIVATIONS = [
+    ("os:system", "posix.system called on a float32[2,3] raised TypeError"),
+    ("math:pi", "found float 3.141592653589793, which is not callable"),
+    ("jax.numpy:sum", "jax.numpy.sum maps a float32[2,3] to float32[]"),
+    ("..:x", "an importable 'package.module:function'"),
+]
+
+
+def exits_2_naming(path, key, shown, allowed, capsys, *extra) -> None:
+    out = path.parent / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {key}: got {shown}; allowed: " in err, err
+    assert allowed in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "old,new,key,shown,allowed",
+    WRONG_TYPES + WRONG_KINDS,
+    ids=[b[1] for b in WRONG_TYPES + WRONG_KINDS],
+)
+def test_wrong_types_exit_2_naming_file_key_value(old, new, key, shown, allowed, tmp_path, capsys):
+    assert old in BASE
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE.replace(old, new))
+    exits_2_naming(path, key, shown, allowed, capsys)
+
+
+@pytest.mark.parametrize("name,found", NOT_ACTIVATIONS, ids=[n for n, _ in NOT_ACTIVATIONS])
+def test_an_import_that_is_no_activation_exits_2(name, found, tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE.replace('activation = ["tanh"]', f'activation = ["{name}"]'))
+    exits_2_naming(path, "axes.activation", repr(name), found, capsys, "--allow-imports")
+
+
+# A quick fuzz: every key of every section, given malformed values of every TOML type.
+FUZZ_KEYS = {section: sorted(keys) for section, keys in spec_module.SECTION_KEYS.items()}
+FUZZ_KEYS["axes"] = list(spec_module.AXIS_KEYS)
+FUZZ_KEYS[""] = ["name", "seed", "description"]
+FUZZ_VALUES = [
+    '"1.0"', '"x"', "true", "8.5", "8.0", "-1", "0", "1e308", "nan", "inf", "9223372036854775807",
+    "1979-05-27", "[]", "{}", "[[1]]", "[[]]", "[{}]", "[{ a = 1 }]", '["tanh", 1]', "[true]", "[1, 1.0]",
+    "{ a = 1 }", "{ x = { y = 1 } }", "{ linspace = [0, 1, 3] }", "{ logspace = [0, 400, 3] }",
+    "{ range = [1.5, 4] }", "{ count = 2 }", "{ count = true }", "{ linspace = { a = 1 } }",
+    "{ linspace = [1, 2, 3], range = [1, 2] }", '{ global_norm = "a" }', '["os:system"]', '[":b"]',
+]  # fmt: skip
+
+
+def fuzzed(section: str, key: str, value: str) -> str:
+    tables = {
+        "": {"name": '"s"'},
+        "model": {"width": "8", "batch": "2"},
+        "axes": {"activation": '["tanh"]', "sigma_w2": "[1.0]", "depth": "[2]"},
+    }
+    tables.setdefault(section, {})[key] = value
+    if section == "axes" and key in ("width", "batch"):
+        del tables["model"][key]
+    if section == "axes" and key == "sigma_w":
+        del tables["axes"]["sigma_w2"]
+    if section == "train" and key != "lr":
+        tables["train"]["lr"] = "0.1"
+    lines = [f"{k} = {v}" for k, v in tables.pop("").items()]
+    for name, table in tables.items():
+        lines += [f"[{name}]", *(f"{k} = {v}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def test_malformed_values_are_spec_errors_naming_the_key():
+    checked = 0
+    for section, keys in FUZZ_KEYS.items():
+        for key in keys:
+            where = f"{section}.{key}" if section else key
+            for value in FUZZ_VALUES:
+                try:
+                    spec_module.parse(
+                        fuzzed(section, key, value), source="f.toml", allow_imports=True
+                    )
+                except SpecError as exc:
+                    assert str(exc).startswith(f"f.toml: {where}"), (where, value, str(exc))
+                    checked += 1
+    assert checked > 1000
