@@ -26,6 +26,7 @@ import contextlib
 import functools
 import math
 import time
+from collections.abc import Collection
 from typing import NamedTuple
 
 import jax
@@ -329,11 +330,22 @@ def train_configs(
     *,
     allow_imports: bool = False,
     progress: bool = False,
+    only: Collection[str] | None = None,
 ) -> Training:
     """Trains every config of a sweep with a [train] section; groups compile once each.
 
     Chunks of a group have one shape (the last is padded with repeats that are dropped), and their
     config axis is sharded over this process's devices.
+
+    Args:
+        spec: the sweep.
+        configs: all of its configs (`grid.expand`): they decide groups, chunk shapes and draws.
+        allow_imports: permit activations given as "package.module:function".
+        progress: print progress to stderr.
+        only: config_ids; if given, only the chunks that hold one of them are trained, in the
+            chunk shapes of the whole sweep (`gradbench verify`). A trainer compiled for another
+            chunk shape may round differently, and training can amplify a rounding difference
+            into a different trajectory; in its own chunk a config repeats its numbers bit for bit.
     """
     train = spec.train
     assert train is not None, "`train_configs`: the sweep has no [train] section"
@@ -344,10 +356,13 @@ def train_configs(
     replicates = np.sort(configs["replicate"].unique())
     deepest = int(configs["depth"].max())
     data, stacks = {}, {}
-    bar = Progress(len(configs), enabled=progress)
+    wanted = pd.Index(configs["config_id"] if only is None else only)
+    bar = Progress(len(wanted), enabled=progress)
     records, facts = [], []
     with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
         for key, members in grid.train_groups(configs, spec):
+            if not members["config_id"].isin(wanted).any():
+                continue
             static = key.static
             task_id = (key.task, key.samples, static.width, key.outputs)
             if task_id not in data:
@@ -371,6 +386,8 @@ def train_configs(
             fact |= {"compile_seconds": 0.0, "run_seconds": 0.0}
             for start in range(0, len(members), size):
                 part = members.iloc[start : start + size]
+                if not part["config_id"].isin(wanted).any():
+                    continue
                 rows = np.minimum(np.arange(size), len(part) - 1)  # pad with repeats
                 inputs = _inputs(part.iloc[rows], replicates, key.clips, dtype, sharded)
                 t0 = time.perf_counter()
@@ -387,7 +404,7 @@ def train_configs(
                 n = len(part)
                 raw = jax.tree.map(lambda a: a[:n], raw)  # noqa: B023 (used at once)
                 records.append((part, raw, tasks.baseline_loss(key.task, data[task_id])))
-                bar.update(len(part), f"train {key.label}")
+                bar.update(int(part["config_id"].isin(wanted).sum()), f"train {key.label}")
             facts.append(fact)
     return tables(records, train.steps, train.log_every, train.trained_below, facts)
 
