@@ -9,9 +9,14 @@ times and the median is the result. One run measures, on the same sweep:
 - three peers written as a user would write them, computing the same per-layer statistics: a
   per-config jitted JAX loop, a PyTorch loop over `nn.Sequential`, and `torch.func.vmap` over
   stacked configs (PyTorch is an optional, benchmark-only extra; without it they are skipped);
-- gradbench's compile time against depth, and its peak memory for deep nets (in a subprocess).
+- gradbench's compile time against depth, and its peak memory for deep nets (in a subprocess);
+- what the user waits for (`benchmarks.end_to_end`, also runnable alone): every built-in sweep and
+  a 10^4-config sweep as whole `gradbench run` processes, cold (empty compilation cache) and warm,
+  with and without the report, against a whole PyTorch process computing the same statistics
+  (`--no-end-to-end` skips it).
 
 Modules: `suite` (settings, the run, JSON), `timing` (the prepare/closure protocol), `sweep` (the
 common sweep), `gradbench_cases`, `jax_peer`, `torch_peers`, `memory` (subprocess worker and
-monitor), `report` (table, ratios, targets, Markdown).
+monitor), `report` (table, ratios, targets, Markdown), `end_to_end` and `end_to_end_report` (the
+whole-process table), `torch_sweep` (its PyTorch program).
 """

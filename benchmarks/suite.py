@@ -21,7 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import gradbench_cases, jax_peer, memory, report, torch_peers
+from benchmarks import (
+    end_to_end,
+    end_to_end_report,
+    gradbench_cases,
+    jax_peer,
+    memory,
+    report,
+    torch_peers,
+)
 from benchmarks.sweep import Sweep
 from benchmarks.timing import Timing, failed, measure, measure_interleaved, record, skipped
 
@@ -352,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
+    parser.add_argument(
+        "--no-end-to-end",
+        action="store_true",
+        help="skip the whole-process table of benchmarks.end_to_end (every built-in sweep, cold and"
+        " warm, against a PyTorch process)",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.quick:
@@ -365,13 +379,22 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     results = _finite(run_suite(settings, log=log, command=command.strip()))
+    tables = [report.markdown(results)]
+    if not args.no_end_to_end:
+        whole = end_to_end.QUICK if args.quick else end_to_end.FULL
+        results["end_to_end"] = _finite(end_to_end.run_all(whole, log=log, command=command.strip()))
+        tables.append("## End to end\n\n" + end_to_end_report.markdown(results["end_to_end"]))
     print(report.console(results))
+    if "end_to_end" in results:
+        print("\n" + end_to_end_report.markdown(results["end_to_end"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(report.markdown(results) + "\n")
+        args.markdown.write_text("\n\n".join(tables) + "\n")
     broken = [n for n, c in results["cases"].items() if c["status"] == "failed"]
     broken += [f"crosscheck/{a}" for a, c in results["crosscheck"].items() if c["status"] != "ok"]
+    if "end_to_end" in results:
+        broken += [f"end_to_end/{n}" for n in end_to_end_report.failures(results["end_to_end"])]
     if broken:
         print(f"failed: {', '.join(broken)}", file=sys.stderr)
     return 1 if broken else 0

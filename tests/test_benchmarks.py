@@ -1,7 +1,8 @@
 """The benchmark harness runs end to end in quick mode (tiny sizes, no timing assertions): it cannot rot.
 
-`python -m benchmarks --quick` runs in a subprocess, as a user runs it. PyTorch is an optional
-extra: without it the PyTorch peers must be reported skipped, with the reason, and the rest must run.
+`python -m benchmarks --quick` runs in a subprocess, as a user runs it, the whole-process table of
+`benchmarks.end_to_end` included. PyTorch is an optional extra: without it the PyTorch peers must be
+reported skipped, with the reason, and the rest must run.
 """
 
 import importlib.util
@@ -11,7 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+
+from gradbench import cli, grid
+from gradbench import spec as gradbench_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -35,7 +41,7 @@ def quick(tmp_path_factory):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,  # the suite and the end-to-end table: each a few minutes on a quiet 2-core CI
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
@@ -146,3 +152,138 @@ def test_accelerator_grid_has_the_requested_config_count():
         n_w, n_b = Settings(configs=configs).grid()
         assert n_w * n_b == configs and n_w >= n_b
     assert Settings(configs=10**6).grid() == (1000, 1000)
+
+
+def test_end_to_end_times_every_case_of_every_quick_sweep(quick):
+    from benchmarks.end_to_end import CASES, GRADBENCH_CASES, QUICK
+
+    results, markdown = quick
+    e2e = results["end_to_end"]
+    assert e2e["mode"] == "quick" and e2e["settings"]["repeats"] == 1
+    names = [gradbench_spec.load(s).name for s in QUICK.sweeps]
+    assert list(e2e["sweeps"]) == names
+    for sweep, name in zip(QUICK.sweeps, names, strict=True):
+        spec = gradbench_spec.load(sweep)
+        configs = grid.expand(spec)
+        record = e2e["sweeps"][name]
+        assert record["configs"] == len(configs) and record["networks"] == len(configs)
+        assert set(record["cases"]) == set(CASES)
+        for case, timing in record["cases"].items():
+            if case.startswith("torch") and not HAVE_TORCH:
+                assert timing["status"] == "skipped" and "PyTorch" in timing["reason"]
+                continue
+            assert timing["status"] == "ok", (name, case, timing.get("reason"))
+            assert len(timing["times"]) == 1 and timing["seconds"] == timing["times"][0] > 0
+        for case in GRADBENCH_CASES:
+            (call,) = record["cases"][case]["calls"]
+            assert call["compile_groups"] == configs["group"].nunique()
+            phases = call["phase_seconds"]
+            assert {"compile", "import_other"} <= set(phases)
+            assert sum(phases.values()) == pytest.approx(call["seconds"], rel=1e-9)
+            assert 0 < phases["compile"] < call["seconds"]
+        if HAVE_TORCH:
+            for case in ("torch", "torch_1t"):
+                (call,) = record["cases"][case]["calls"]
+                assert call["networks"] == len(configs)
+                assert 0 < call["loop_seconds"] < call["seconds"]
+            assert record["cases"]["torch_1t"]["calls"][0]["threads"] == 1
+        assert name in markdown
+
+
+def test_end_to_end_ratios_are_recomputed_from_the_timings(quick):
+    results, markdown = quick
+    for record in results["end_to_end"]["sweeps"].values():
+        seconds = {c: t["seconds"] for c, t in record["cases"].items() if t["status"] == "ok"}
+        ratios = record["ratios"]
+        for cold_or_warm in ("cold", "warm"):
+            extra = seconds[f"{cold_or_warm}_report"] - seconds[cold_or_warm]
+            assert ratios[f"report_extra_{cold_or_warm}_seconds"] == pytest.approx(extra, rel=1e-12)
+            if HAVE_TORCH:
+                peer = min(seconds["torch"], seconds["torch_1t"])
+                expected = seconds[cold_or_warm] / peer
+                assert ratios[f"{cold_or_warm}_over_torch"] == pytest.approx(expected, rel=1e-12)
+            else:
+                assert f"{cold_or_warm}_over_torch" not in ratios
+    targets = results["end_to_end"]["targets"]
+    assert all(not t["assessed"] for t in targets)  # quick mode asserts no timing
+    assert {t["name"] for t in targets} >= {
+        "activations/cold_over_torch",
+        "activations/warm_over_torch",
+        "vanishing-vs-exploding/cold_over_torch",
+        "vanishing-vs-exploding/report_extra_warm_seconds",
+        "tanh-10k/cold_over_torch",
+    }
+    assert "## End to end" in markdown and "| gradbench / PyTorch, cold |" in markdown
+
+
+def test_ten_thousand_config_sweep_is_the_issues():
+    from benchmarks.end_to_end import FULL, SWEEPS
+
+    spec = gradbench_spec.load(SWEEPS / "tanh-10k.toml")
+    configs = grid.expand(spec)
+    assert len(configs) == 10_000 and configs["group"].nunique() == 1
+    assert configs["sigma_w2"].nunique() == 1000 and configs["sigma_b2"].nunique() == 10
+    assert np.allclose(sorted(configs["sigma_b2"].unique()), np.linspace(0.0, 0.3, 10))
+    assert set(
+        configs[["activation", "width", "batch", "depth", "replicate"]].itertuples(False)
+    ) == {("tanh", 64, 32, 32, 0)}
+    assert set(FULL.sweeps) >= {*gradbench_spec.built_in_sweeps(), str(SWEEPS / "tanh-10k.toml")}
+
+
+LINEAR_SWEEP = """
+name = "torch-agreement"
+seed = 0
+[model]
+width = 64
+batch = 32
+[axes]
+activation = "linear"
+init = ["gaussian", "uniform"]
+sigma_w2 = [0.5, 2.0]
+sigma_b2 = [0.0, 0.1]
+depth = 6
+replicate = { count = 8 }
+"""
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed")
+def test_torch_program_computes_gradbenchs_statistics(tmp_path):
+    """Same distributions, not the same draws: means over replicates agree, and with the linear law.
+
+    For a linear net with x, u ~ N(0, 1) and W_out ~ N(0, 1 / width), E ||dJ/dz_l||^2 =
+    (width / batch) sigma_w^2^(L - l) and q_l = sigma_w^2 q_(l-1) + sigma_b^2 with q_0 = 1.
+    """
+    from benchmarks import torch_sweep
+    from benchmarks.end_to_end import write_networks
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(LINEAR_SWEEP)
+    out = tmp_path / "run"
+    assert cli.main(["run", str(sweep), "--out", str(out), "--no-report", "--quiet"]) == 0
+    configs = pd.read_parquet(out / "data" / "configs.parquet")
+    layers = pd.read_parquet(out / "data" / "layers.parquet").merge(configs, on="config_id")
+
+    networks = tmp_path / "networks.json"
+    assert write_networks(gradbench_spec.load(sweep), networks) == len(configs) == 64
+    document = json.loads(networks.read_text())
+    stats = torch_sweep.layer_statistics(document["columns"], document["seed"])
+    assert all(s.shape == (4, 6) and np.isfinite(s).all() for s in stats)
+    rows = pd.DataFrame(document["columns"]).loc[np.repeat(np.arange(len(stats)), 6)]
+    rows["layer"] = np.tile(np.arange(1, 7), len(stats))
+    rows[list(torch_sweep.STATS)] = np.concatenate([s.T for s in stats])
+
+    # Per network kind, the mean over layers and replicates (one replicate's ||dJ/db_l|| is the
+    # norm of a single width-vector, too noisy to compare layer by layer).
+    kinds = ["init_family", "sigma_w2", "sigma_b2"]
+    theirs = rows.groupby(kinds)[list(torch_sweep.STATS)].mean()
+    ours = layers.groupby(kinds)[list(torch_sweep.STATS)].mean().loc[theirs.index]
+    assert np.abs(theirs.to_numpy() - ours.to_numpy()).max() < 0.15  # log10 units
+
+    law = rows.groupby([*kinds, "layer"])[["log10_delta", "log10_q"]].mean()
+    sigma_w2, sigma_b2, layer = (
+        law.index.get_level_values(k).to_numpy() for k in kinds[1:] + ["layer"]
+    )
+    law_delta = 0.5 * np.log10(64 / 32 * sigma_w2 ** (6 - layer))
+    law_q = sigma_w2**layer + sigma_b2 * (1 - sigma_w2**layer) / (1 - sigma_w2)  # sigma_w^2 != 1
+    assert np.abs(law["log10_delta"].to_numpy() - law_delta).max() < 0.1
+    assert np.abs(law["log10_q"].to_numpy() - np.log10(law_q)).max() < 0.1
