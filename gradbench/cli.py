@@ -1,22 +1,48 @@
 """The `gradbench` command: parses arguments, calls the library, maps errors to exit codes.
 
-Exit status: 0 ok, 2 bad input (a `SpecError`: the message names the field, the value and what is
-allowed), 3 `verify` found values that do not reproduce, 1 internal failure.
+Exit status, for every command: 0 ok; 1 internal failure (a bug: the traceback belongs in a report);
+2 bad input (a `SpecError`: the message names the file, key or path, the value given and what is
+allowed, and nothing is written); 3 mismatches found (`verify`, `compare`); 130 interrupted (Ctrl-C or
+SIGTERM; `run` says how many chunks are saved and the command that resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import shlex
+import signal
 import sys
+import threading
 import tomllib
 import traceback
 from pathlib import Path
 
+from gradbench import __version__
 from gradbench.errors import SpecError
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISMATCH = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_MISMATCH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EPILOG = """\
+SPEC     a sweep file (.toml), or the name of a built-in sweep (gradbench list shows them)
+RUN_DIR  a directory written by gradbench run or merge (spec.toml, manifest.json, data/, ...)
+
+--out may replace only an absent or empty directory or a run directory of the same sweep (one of
+another sweep with --overwrite); everything else is refused before any work: gradbench never
+deletes what it did not write. Sweep files and run directories never execute code unless
+--allow-imports is given.
+
+exit status: 0 ok, 1 internal failure, 2 bad input (the message says what and where),
+3 mismatches found (verify, compare), 130 interrupted (Ctrl-C, SIGTERM)
+"""
+SPEC_HELP = "a sweep file (.toml) or the name of a built-in sweep (see gradbench list)"
+RUN_DIR_HELP = "a run directory written by gradbench run or merge"
+OUT_REPLACES = (
+    "it may be absent, empty or a run directory of the same sweep, which is replaced once the new "
+    "run is complete; anything else is refused"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,14 +52,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gradbench", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="gradbench",
+        description="Measures where gradients vanish or explode, for whole grids of networks at once.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gradbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
-        "run", help="run sweeps (files or built-in names) and write their reports"
+        "run",
+        help="run sweeps (files or built-in names) and write their reports",
+        description="Runs each SPEC and writes its run directory. A run interrupted by Ctrl-C\n"
+        "resumes from its saved chunks when the same command runs again.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("specs", nargs="+", metavar="SPEC")
-    run.add_argument("--out", help="run directory (one SPEC only; default reports/<name>)")
+    run.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    run.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        help=f"run directory to write (one SPEC only; default reports/<name>): {OUT_REPLACES}; "
+        "with --shard, the shard's own directory of chunks",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out replace a run directory of a different sweep",
+    )
     run.add_argument(
         "--allow-imports", action="store_true", help="allow 'module:function' activations"
     )
@@ -56,15 +103,37 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--num-processes", type=int)
     hosts.add_argument("--process-id", type=int)
 
-    merge = commands.add_parser("merge", help="assemble --shard parts into one run directory")
-    merge.add_argument("parts", nargs="+", metavar="DIR")
-    merge.add_argument("--out", required=True, help="run directory to write")
-    merge.add_argument("--no-report", action="store_true")
+    merge = commands.add_parser(
+        "merge",
+        help="assemble --shard parts into one run directory",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument(
+        "parts", nargs="+", metavar="DIR", help="the --out directories of gradbench run --shard"
+    )
+    merge.add_argument(
+        "--out", required=True, metavar="RUN_DIR", help=f"run directory to write: {OUT_REPLACES}"
+    )
+    merge.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out replace a run directory of a different sweep",
+    )
+    merge.add_argument(
+        "--allow-imports",
+        action="store_true",
+        help="allow 'module:function' activations in the shards' spec.toml",
+    )
+    merge.add_argument("--no-report", action="store_true", help="write the data only")
 
     report = commands.add_parser(
-        "report", help="re-render the report of a run directory (no JAX work)"
+        "report",
+        help="re-render the report of a run directory (no JAX work)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
 
     theory = commands.add_parser("theory", help="mean-field q*, chi_1, depth scales, edge of chaos")
     theory.add_argument("--activation", required=True)
@@ -73,23 +142,52 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     verify = commands.add_parser(
-        "verify", help="re-run a stored run's configs and compare every value"
+        "verify",
+        help="check a stored run against its spec and re-run (a sample of) its configs",
+        description="Checks the stored tables against the spec's expansion and the summary of\n"
+        "every config against its stored layers, then re-runs (and re-trains) a sample of\n"
+        "configs and compares every value within stated tolerances. Prints what it checked;\n"
+        "exit status 3 on any mismatch.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("run_dir", metavar="RUN_DIR")
+    verify.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
     verify.add_argument(
         "--sample", type=int, help="configs to re-run (default: all if <= 512, else 256)"
     )
     verify.add_argument("--seed", type=int, default=0, help="seed of the sample")
     verify.add_argument(
-        "--tolerance", type=_finite_float, help="log10 tolerance (default: see docs)"
+        "--tolerance",
+        type=_finite_float,
+        help="log10 tolerance of the gradient statistics (default: 1e-3 float32, 1e-9 float64 "
+        "on the run's backend and device kind, else 5e-3 and 1e-6)",
+    )
+    verify.add_argument(
+        "--train-tolerance",
+        type=_finite_float,
+        help="log10 tolerance of training losses and norms (default: 1e-6 on the run's backend, "
+        "device kind and count and jax version; elsewhere only step 0 and the outcome flags)",
     )
     verify.add_argument("--allow-imports", action="store_true")
 
-    compare = commands.add_parser("compare", help="config-by-config differences of two runs")
-    compare.add_argument("run_a", metavar="RUN_A")
-    compare.add_argument("run_b", metavar="RUN_B")
+    compare = commands.add_parser(
+        "compare",
+        help="config-by-config differences of two runs",
+        description="Compares every table both runs hold (layers, summary, training) over the\n"
+        "configs they share, naming configs by their axis values. Exit status 3 on mismatches\n"
+        "beyond tolerance or changed regimes, 2 when the runs share no config.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("run_a", metavar="RUN_A", help=RUN_DIR_HELP)
+    compare.add_argument("run_b", metavar="RUN_B", help=RUN_DIR_HELP)
     compare.add_argument(
         "--tolerance", type=_finite_float, default=1e-3, help="log10 (default 1e-3)"
+    )
+    compare.add_argument(
+        "--train-tolerance",
+        type=_finite_float,
+        help="log10 tolerance of training losses and norms (default: --tolerance)",
     )
 
     commands.add_parser("list", help="activations, inits, losses and built-in sweeps")
@@ -113,13 +211,14 @@ def _finite_float(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_interrupts():
+            return COMMANDS[args.command](args)
     except SpecError as exc:
         print(f"gradbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("gradbench: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         print(
@@ -129,9 +228,26 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (how batch systems stop a job) interrupts a command the way Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def cmd_run(args) -> int:
     from gradbench import spec as spec_module
-    from gradbench.runner import run
+    from gradbench.runner import Interrupted, run
 
     if args.out and len(args.specs) > 1:
         raise SpecError("--out", args.out, "--out with a single SPEC only")
@@ -149,16 +265,22 @@ def cmd_run(args) -> int:
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    for spec in specs:
-        result = run(
-            spec,
-            args.out,
-            allow_imports=args.allow_imports,
-            progress=not args.quiet,
-            report=not args.no_report,
-            fresh=args.fresh,
-            shard=args.shard,
-        )
+    for spec_arg, spec in zip(args.specs, specs, strict=True):
+        try:
+            result = run(
+                spec,
+                args.out,
+                allow_imports=args.allow_imports,
+                progress=not args.quiet,
+                report=not args.no_report,
+                fresh=args.fresh,
+                shard=args.shard,
+                overwrite=args.overwrite,
+            )
+        except Interrupted as stop:
+            print(f"gradbench: interrupted: {stop}", file=sys.stderr)
+            print(f"resume with: {_resume_command(args, spec_arg)}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if result is None:
             print(f"{spec.name}: this process's chunks are written")
             continue
@@ -167,10 +289,43 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _resume_command(args, spec_arg: str) -> str:
+    """The `gradbench run` command that continues an interrupted run of `spec_arg`: the same one,
+    for that SPEC only and without `--fresh` (which would discard the saved chunks)."""
+    words = ["gradbench", "run", spec_arg]
+    if args.out:
+        words += ["--out", args.out]
+    if args.shard:
+        words += ["--shard", f"{args.shard[0]}/{args.shard[1]}"]
+    switches = {
+        "--overwrite": args.overwrite,
+        "--allow-imports": args.allow_imports,
+        "--no-report": args.no_report,
+        "--quiet": args.quiet,
+        "--distributed": args.distributed,
+    }
+    words += [switch for switch, on in switches.items() if on]
+    options = {
+        "--coordinator": args.coordinator,
+        "--num-processes": args.num_processes,
+        "--process-id": args.process_id,
+    }
+    for option, value in options.items():
+        if value is not None:
+            words += [option, str(value)]
+    return shlex.join(words)
+
+
 def cmd_merge(args) -> int:
     from gradbench.runner import merge
 
-    result = merge(args.parts, args.out, report=not args.no_report)
+    result = merge(
+        args.parts,
+        args.out,
+        report=not args.no_report,
+        allow_imports=args.allow_imports,
+        overwrite=args.overwrite,
+    )
     print(f"{result.manifest['name']}: {len(result.summary)} configs merged -> {result.path}")
     return EXIT_OK
 
@@ -192,6 +347,7 @@ def cmd_verify(args) -> int:
         sample=args.sample,
         seed=args.seed,
         tolerance=args.tolerance,
+        train_tolerance=args.train_tolerance,
         allow_imports=args.allow_imports,
         progress=True,
     )
@@ -201,12 +357,13 @@ def cmd_verify(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from gradbench import results
-    from gradbench.compare import compare
+    from gradbench.compare import Tolerance, compare_runs
 
-    a, b = results.load(args.run_a), results.load(args.run_b)
-    print(compare(a.layers, a.summary, b.layers, b.summary, tolerance=args.tolerance).render())
-    return EXIT_OK
+    training = args.train_tolerance if args.train_tolerance is not None else args.tolerance
+    result = compare_runs(args.run_a, args.run_b, tolerance=Tolerance(args.tolerance, training))
+    print(result.render())
+    print("compare: SAME within tolerance" if result.ok else "compare: DIFFERENT")
+    return EXIT_OK if result.ok else EXIT_MISMATCH
 
 
 def cmd_theory(args) -> int:
@@ -235,7 +392,7 @@ def _strict_json(value):
 
 def cmd_list(args) -> int:
     from gradbench import registry
-    from gradbench.spec import SWEEPS_DIR
+    from gradbench.spec import SWEEPS_DIR, built_in_sweeps
 
     print("activations:")
     for a in registry.ACTIVATIONS.values():
@@ -252,8 +409,8 @@ def cmd_list(args) -> int:
         print(f"  {name:<18} {text}")
     print("architectures:\n  mlp                fully connected, lax.scan over layers")
     print(f"built-in sweeps ({SWEEPS_DIR}):")
-    for path in sorted(SWEEPS_DIR.glob("*.toml")):
-        print(f"  {path.stem:<24} {_description(path)}")
+    for name, path in built_in_sweeps().items():
+        print(f"  {name:<24} {_description(path)}")
     return EXIT_OK
 
 

@@ -4,13 +4,19 @@ A part is the per-layer table of one chunk, written atomically (temporary file, 
 with the sweep's sha256 in its metadata. Its name is a hash of the chunk's config_ids, so a part means
 the same thing whichever process, job or device layout wrote it. A part that cannot be read, belongs to
 another sweep or lacks rows is treated as missing and computed again.
+
+A parts directory is gradbench's when it holds the marker `sweep.json`; gradbench writes parts only
+into such a directory (or an empty or new one) and removes nothing there but its own parts, marker and
+temporary files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +27,46 @@ from gradbench.errors import SpecError
 
 SPEC_KEY = b"gradbench_spec_sha256"
 MARKER = "sweep.json"
+PART_NAME = re.compile(r".+-[0-9a-f]{16}\.parquet")  # chunk_key + ".parquet"
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.\d+\.tmp")  # _atomic_write_bytes's, by process id
+
+
+def check_directory(directory: Path, where: str | None = None) -> None:
+    """Refuses, before any computation, a directory that exists, holds files and is not gradbench's.
+
+    Args:
+        directory: a parts directory (`<out>.parts/`, or the `--out` of `run --shard`).
+        where: how the message names it (default: the path).
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        return
+    where = where or str(directory)
+    if not directory.is_dir():
+        raise SpecError(
+            where, "<an existing file>", "a directory path (a file of that name exists)"
+        )
+    # Another process of a multi-host run may be writing the marker right now (a temporary file).
+    entries = sorted(e.name for e in directory.iterdir() if not _is_temporary(e.name))
+    if entries and _marked_sha256(directory) is None:
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        raise SpecError(
+            where,
+            f"<a directory holding {shown}, without gradbench's {MARKER}: not written by gradbench>",
+            "an absent or empty directory, or one gradbench wrote chunks into: choose another --out, "
+            "or move those files away",
+        )
+
+
+def _marked_sha256(directory: Path) -> str | None:
+    """The sweep sha256 that `directory`'s marker names, or None where it has no readable marker."""
+    try:
+        found = json.loads((directory / MARKER).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return found.get("spec_sha256") if isinstance(found, dict) else None
 
 
 def chunk_key(group_label: str, config_ids) -> str:
@@ -36,9 +82,10 @@ class PartStore:
     ):
         self.directory = Path(directory)
         self.spec_sha256 = spec_sha256
+        check_directory(self.directory)
         marker = self.directory / MARKER
         if marker.is_file():
-            found = json.loads(marker.read_text()).get("spec_sha256")
+            found = _marked_sha256(self.directory)
             if found != spec_sha256 and not fresh:
                 raise SpecError(
                     str(self.directory),
@@ -47,8 +94,7 @@ class PartStore:
                     "these chunks were computed; pass --fresh to discard them, or restore the sweep file",
                 )
             if fresh:
-                for stale in self.directory.glob("*.parquet"):
-                    stale.unlink()
+                _unlink(self.part_files())
         if create:
             self.directory.mkdir(parents=True, exist_ok=True)
             _atomic_write_bytes(marker, json.dumps({"spec_sha256": spec_sha256}).encode())
@@ -79,13 +125,41 @@ class PartStore:
         _atomic_write_bytes(self.path(key), sink.getvalue().to_pybytes())
 
     def keys(self) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob("*.parquet"))
+        return sorted(p.stem for p in self.part_files())
+
+    def part_files(self) -> list[Path]:
+        """The parts in the directory: files named as gradbench names them, whichever sweep's."""
+        return sorted(p for p in self.directory.glob("*.parquet") if PART_NAME.fullmatch(p.name))
+
+    def remove(self) -> None:
+        """Removes the parts, the marker and leftover temporary files, then the directory if that
+        leaves it empty: whatever else is in it was not written by gradbench and stays."""
+        ours = {MARKER, *(p.name for p in self.part_files())}
+        temporaries = [p for p in self.directory.glob(".*.tmp") if _is_temporary(p.name)]
+        _unlink([*(self.directory / name for name in ours), *temporaries])
+        with contextlib.suppress(OSError):  # not empty: someone else's files stay with it
+            self.directory.rmdir()
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary file of `_atomic_write_bytes` (of a part or the marker)."""
+    found = TEMPORARY_NAME.fullmatch(name)
+    return bool(found) and (found["name"] == MARKER or bool(PART_NAME.fullmatch(found["name"])))
+
+
+def _unlink(paths) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:  # an interrupt included: leave no half-written file behind
+        temporary.unlink(missing_ok=True)
+        raise

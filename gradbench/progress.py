@@ -1,4 +1,8 @@
-"""Progress of a sweep: a one-line bar (configs/s, ETA) on a terminal, plain log lines otherwise."""
+"""Progress of a sweep: a one-line bar (configs/s, ETA) on a terminal, plain log lines otherwise.
+
+The rate and the ETA count computed work only: chunks read back from an interrupted run take
+milliseconds, and counting them would promise a rate the rest of the run cannot keep.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,43 @@ class Progress:
     def __init__(self, total: int, *, stream=None, enabled: bool = True):
         self.total = total
         self.done = 0
+        self.computed = 0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
+        self.last_update = time.perf_counter()
+        self.computing_seconds = 0.0
         self.last_line = 0.0
 
-    def update(self, configs: int, note: str = "") -> None:
+    def note(self, text: str) -> None:
+        """Writes one line of its own (e.g. what a resumed run reuses)."""
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def update(self, configs: int, note: str = "", *, computed: bool = True) -> None:
+        """Counts `configs` more as done; `computed=False` for configs read back, not computed."""
+        now = time.perf_counter()
         self.done += configs
+        if computed:
+            self.computed += configs
+            self.computing_seconds += now - self.last_update
+        self.last_update = now
         if not self.enabled:
             return
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = self.computed / self.computing_seconds if self.computing_seconds > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        line = f"{self.done}/{self.total} configs  {rate:.1f} configs/s  ETA {_clock(eta)}  {note}"
+        shown_rate = f"{rate:.1f} configs/s" if self.computed else "-- configs/s"
+        line = f"{self.done}/{self.total} configs  {shown_rate}  ETA {_clock(eta)}  {note}"
         if self.tty:
             width = 30
             filled = int(width * self.done / max(self.total, 1))
             self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}\x1b[K")
             if self.done >= self.total:
                 self.stream.write("\n")
-        elif self.done >= self.total or time.perf_counter() - self.last_line > 5.0:
+        elif self.done >= self.total or now - self.last_line > 5.0:
             self.stream.write(line + "\n")
-            self.last_line = time.perf_counter()
+            self.last_line = now
         self.stream.flush()
 
 
