@@ -36,7 +36,7 @@ import optax
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gradbench import grid, registry, tasks
+from gradbench import compilation_cache, grid, registry, tasks
 from gradbench.chunks import config_mesh
 from gradbench.model import layer_draws, replicate_key, shared_draws
 from gradbench.progress import Progress
@@ -349,6 +349,7 @@ def train_configs(
     """
     train = spec.train
     assert train is not None, "`train_configs`: the sweep has no [train] section"
+    compilation_cache.enable()
     mesh = config_mesh()
     sharded = NamedSharding(mesh, PartitionSpec("configs"))
     seed = np.uint32(spec.seed)
@@ -383,7 +384,7 @@ def train_configs(
             size = chunk_capacity(key, train.chunk_size, mesh.size)
             size = min(size, -(-len(members) // mesh.size) * mesh.size)
             fact = {"group": key.label, "configs": len(members), "chunk_size": size, "chunks": 0}
-            fact |= {"compile_seconds": 0.0, "run_seconds": 0.0}
+            fact |= {"compile_seconds": 0.0, "run_seconds": 0.0, "compiles": 0, "cache_hits": 0}
             for start in range(0, len(members), size):
                 part = members.iloc[start : start + size]
                 if not part["config_id"].isin(wanted).any():
@@ -391,12 +392,15 @@ def train_configs(
                 rows = np.minimum(np.arange(size), len(part) - 1)  # pad with repeats
                 inputs = _inputs(part.iloc[rows], replicates, key.clips, dtype, sharded)
                 t0 = time.perf_counter()
-                compiled = _compiled(
-                    key, allow_imports, trainer, seed, data[task_id], stack, inputs
-                )
+                with compilation_cache.counting() as cache:
+                    compiled, fresh = _compiled(
+                        key, allow_imports, trainer, seed, data[task_id], stack, inputs
+                    )
                 fact["compile_seconds"] = round(
                     fact["compile_seconds"] + time.perf_counter() - t0, 3
                 )
+                fact["compiles"] += int(fresh) - cache.hits
+                fact["cache_hits"] += cache.hits
                 t0 = time.perf_counter()
                 raw = jax.device_get(compiled(seed, data[task_id], stack, inputs))
                 fact["run_seconds"] = round(fact["run_seconds"] + time.perf_counter() - t0, 3)
@@ -414,13 +418,14 @@ _COMPILED: dict = {}
 
 def _compiled(key, allow_imports, trainer, *args):
     """The trainer compiled for these argument shapes, once per process (ahead of time, so that
-    compile and run seconds are reported apart). Values never enter the cache key: a new learning
-    rate or threshold reuses the executable."""
+    compile and run seconds are reported apart), and whether this call compiled (or loaded) it.
+    Values never enter the cache key: a new learning rate or threshold reuses the executable."""
     shapes = tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args[1:]))
     cache_key = (key, allow_imports, jax.config.jax_enable_x64, shapes)
-    if cache_key not in _COMPILED:
+    fresh = cache_key not in _COMPILED
+    if fresh:
         _COMPILED[cache_key] = trainer.lower(*args).compile()
-    return _COMPILED[cache_key]
+    return _COMPILED[cache_key], fresh
 
 
 def _inputs(rows: pd.DataFrame, replicates: np.ndarray, clips, dtype, sharding) -> TrainInputs:
