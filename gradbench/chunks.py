@@ -16,7 +16,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench import grid, measure
-from gradbench.kernel import Chunk
+from gradbench.kernel import Chunk, make_weight_draw, predrawn, weight_stack_bytes
 
 # A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
 CPU_WORKSPACE_BYTES = 1 << 30
@@ -50,17 +50,35 @@ def chunk_capacity(static: grid.StaticKey, override: int | None, platform: str =
     return int(min(MAX_CHUNK, max(1, capacity)))
 
 
-def plan_chunks(replicates: np.ndarray, capacity: int, multiple: int = 1) -> list[ChunkPlan]:
+def replicate_capacity(static: grid.StaticKey, platform: str = "cpu", devices: int = 1) -> int:
+    """Replicates per chunk: unbounded, except for pre-drawn weights, which every device holds whole.
+
+    Their (R, depth, width, width) stack gets the budget of a workspace (on CPU the devices share
+    the host's memory, so it is divided among them); one replicate always fits.
+    """
+    if not predrawn(static):
+        return MAX_CHUNK
+    if platform == "cpu":
+        budget = CPU_WORKSPACE_BYTES // devices
+    else:
+        budget = ACCELERATOR_WORKSPACE_BYTES
+    return int(min(MAX_CHUNK, max(1, budget // weight_stack_bytes(static))))
+
+
+def plan_chunks(
+    replicates: np.ndarray, capacity: int, multiple: int = 1, max_replicates: int = MAX_CHUNK
+) -> list[ChunkPlan]:
     """Tiles a group's configs (sorted by replicate) into chunks of one shape.
 
-    Each chunk holds C configs of each of R replicates, so the configs of a replicate row share their
-    draws; C is a multiple of `multiple` (the device count: the C axis is sharded). Replicates with
-    fewer configs (a sampled re-run) and the group's end are padded with repeats that are not kept.
+    Each chunk holds C configs of each of R replicates (at most `max_replicates`), so the configs of a
+    replicate row share their draws; C is a multiple of `multiple` (the device count: the C axis is
+    sharded). Replicates with fewer configs (a sampled re-run) and the group's end are padded with
+    repeats that are not kept.
     """
     reps, starts, counts = np.unique(replicates, return_index=True, return_counts=True)
     per_rep = int(counts.max())
     c = -(-min(per_rep, capacity) // multiple) * multiple
-    r = max(1, min(len(reps), capacity // c))
+    r = max(1, min(len(reps), capacity // c, max_replicates))
     column = np.arange(per_rep)
     table = starts[:, None] + np.minimum(column[None, :], counts[:, None] - 1)
     filled = column[None, :] < counts[:, None]
@@ -83,19 +101,36 @@ def config_mesh() -> Mesh:
     return Mesh(np.array(jax.local_devices()), ("configs",))
 
 
-def chunk_inputs(members: pd.DataFrame, plan: ChunkPlan, dtype, mesh: Mesh) -> Chunk:
+def chunk_replicates(members: pd.DataFrame, plan: ChunkPlan) -> np.ndarray:
+    """The replicate of each row of a chunk, (R,) int32."""
+    return np.asarray(members["replicate"].to_numpy()[plan.rows[:, 0]], np.int32)
+
+
+def chunk_weights(static: grid.StaticKey, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
+    """The pre-drawn standard weights of a chunk's replicates (`gradbench.model.PREDRAWN_FAMILIES`),
+    replicated on every device of `mesh`: drawn by a call of their own, finished before the sharded
+    kernel starts."""
+    draw = make_weight_draw(static.width, static.depth, static.init_family)
+    stack = jax.block_until_ready(draw(seed, replicates))
+    return jax.device_put(stack, NamedSharding(mesh, PartitionSpec()))
+
+
+def chunk_inputs(
+    members: pd.DataFrame, plan: ChunkPlan, dtype, mesh: Mesh, weights: jax.Array | None = None
+) -> Chunk:
+    """The kernel's inputs for one chunk: the C axis sharded, replicates and `weights` replicated."""
     sharded = NamedSharding(mesh, PartitionSpec(None, "configs"))
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def cells(column, kind):
         return jax.device_put(np.asarray(members[column].to_numpy()[plan.rows], kind), sharded)
 
-    replicates = members["replicate"].to_numpy()[plan.rows[:, 0]]
     return Chunk(
-        replicate=jax.device_put(np.asarray(replicates, np.int32), replicated),
+        replicate=jax.device_put(chunk_replicates(members, plan), replicated),
         sigma_w=cells("sigma_w", dtype),
         sigma_b=cells("sigma_b", dtype),
         depth=cells("depth", jnp.int32),
+        weights=None if weights is None else jax.device_put(weights, replicated),
     )
 
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--out",
         metavar="RUN_DIR",
-        help=f"run directory to write (one SPEC only; default reports/<name>): {OUT_REPLACES}; "
+        help=f"run directory to write (one SPEC only; default runs/<name>): {OUT_REPLACES}; "
         "with --shard, the shard's own directory of chunks",
     )
     run.add_argument(

@@ -7,11 +7,11 @@ key and the groupby key. The dynamic part (scales, depth, replicate) becomes arr
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from gradbench import registry
@@ -108,6 +108,81 @@ def config_id(row: dict) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def config_ids(frame: pd.DataFrame) -> np.ndarray:
+    """`config_id` of every row of a config table, computed column by column.
+
+    The canonical JSON text is built from `"key": value` fragments, each distinct value encoded once
+    and each distinct combination of fragments joined once, so a million configs cost a million
+    joins and hashes, not a million dicts.
+    """
+    fields = {
+        "seed": _fragments("seed", frame["seed"], int),
+        "architecture": _fragments("architecture", frame["architecture"], str),
+        "loss": _fragments("loss", frame["loss"], str),
+        "activation": _fragments("activation", frame["activation"], str),
+        "init": _fragments("init", frame["init"], str),
+        "sigma_w2": _fragments("sigma_w2", frame["sigma_w2"], _float_text),
+        "sigma_b2": _fragments("sigma_b2", frame["sigma_b2"], _float_text),
+        "depth": _fragments("depth", frame["depth"], int),
+        "width": _fragments("width", frame["width"], int),
+        "batch": _fragments("batch", frame["batch"], int),
+        "replicate": _fragments("replicate", frame["replicate"], int),
+    }
+    if "optimizer" in frame:
+        codes, texts = _json_objects(
+            {
+                "optimizer": _fragments("optimizer", frame["optimizer"], str),
+                "lr": _fragments("lr", frame["lr"], _float_text),
+                "clip": _fragments("clip", frame["clip"], str),
+                "clip_threshold": _fragments("clip_threshold", frame["clip_threshold"], _threshold),
+                "task": _fragments("task", frame["task"], str),
+                "steps": _fragments("steps", frame["steps"], int),
+                "samples": _fragments("samples", frame["samples"], int),
+                "batch": _fragments("batch", frame["train_batch"], int),
+                "outputs": _fragments("outputs", frame["outputs"], int),
+            }
+        )
+        fields["train"] = codes, '"train": ' + texts
+    codes, texts = _json_objects(fields)
+    ids = [hashlib.sha256(text.encode()).hexdigest()[:16] for text in texts]
+    return np.array(ids, dtype=object)[codes]
+
+
+def _float_text(value) -> str:
+    return repr(float(value))
+
+
+def _threshold(value) -> str | None:
+    return None if math.isnan(value) else repr(float(value))
+
+
+def _fragments(key: str, column: pd.Series, canonical) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the distinct values v of a column, and the text `"key": json.dumps(canonical(v))`."""
+    values = column.to_numpy()
+    if values.dtype.kind == "f":  # by bit pattern: -0.0 and 0.0 are distinct values, NaN is a value
+        codes, uniques = pd.factorize(values.view(np.int64))
+        uniques = uniques.view(np.float64)
+    else:
+        codes, uniques = pd.factorize(values)
+    return codes, np.array([f'"{key}": {json.dumps(canonical(u))}' for u in uniques], dtype=object)
+
+
+def _json_objects(
+    fields: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the distinct rows, and their text as `json.dumps(row, sort_keys=True)` writes it.
+
+    Fragments are joined key by key; each join touches only the combinations that occur.
+    """
+    keys = sorted(fields)
+    codes, texts = fields[keys[0]]
+    for key in keys[1:]:
+        more_codes, more_texts = fields[key]
+        codes, pairs = pd.factorize(codes * len(more_texts) + more_codes)
+        texts = texts[pairs // len(more_texts)] + ", " + more_texts[pairs % len(more_texts)]
+    return codes, "{" + texts + "}"
+
+
 def depth_buckets(depths: list[int], ratio: float) -> dict[int, int]:
     """Maps each depth to its bucket's largest depth, so that padding stays below a factor `ratio`.
 
@@ -123,22 +198,56 @@ def depth_buckets(depths: list[int], ratio: float) -> dict[int, int]:
     return bucket_of
 
 
+CONFIG_COLUMNS = [
+    "config_id",
+    "group",
+    "activation",
+    "init",
+    "init_family",
+    "sigma_w2",
+    "sigma_w",
+    "sigma_b2",
+    "sigma_b",
+    "depth",
+    "width",
+    "batch",
+    "replicate",
+    "architecture",
+    "loss",
+    "dtype",
+    "measure",
+    "seed",
+]
+
+
 def expand(spec: SweepSpec) -> pd.DataFrame:
-    """One row per configuration, in a canonical order, with `config_id` and `group` columns."""
+    """One row per configuration, in a canonical order, with `config_id` and `group` columns.
+
+    The order is that of `itertools.product` over the axes (the last axis varies fastest), then the
+    training runs of each network. Built column by column: no Python object per config.
+    """
     names = list(spec.axes)
-    rows = []
-    for values in itertools.product(*(spec.axis(k) for k in names)):
-        row = dict(zip(names, values, strict=True))
-        init = row["init"]
-        if init in registry.INIT_PRESETS:
-            row["sigma_w2"] = registry.INIT_PRESETS[init].sigma_w2
-        row["init_family"] = registry.init_family(init).name
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    # Presets give the same sigma_w2 for every value of a (possibly absent) sigma_w axis.
-    frame = frame.drop_duplicates(ignore_index=True)
-    frame["sigma_w"] = frame["sigma_w2"].map(math.sqrt)
-    frame["sigma_b"] = frame["sigma_b2"].map(math.sqrt)
+    values = [_axis_array(spec.axis(k)) for k in names]
+    cells = np.unravel_index(np.arange(math.prod(len(v) for v in values)), [len(v) for v in values])
+    frame = pd.DataFrame({k: v[i] for k, v, i in zip(names, values, cells, strict=True)})
+    presets = {
+        init: registry.INIT_PRESETS[init].sigma_w2
+        for init in spec.axis("init")
+        if init in registry.INIT_PRESETS
+    }
+    if presets:
+        preset_scale = frame["init"].map(presets)
+        if "sigma_w2" in frame:
+            frame["sigma_w2"] = preset_scale.fillna(frame["sigma_w2"]).astype(float)
+            # A preset gives the same sigma_w2 for every value of a sigma_w axis.
+            frame = frame.drop_duplicates(ignore_index=True)
+        else:
+            frame["sigma_w2"] = preset_scale.astype(float)
+    frame["init_family"] = frame["init"].map(
+        {init: registry.init_family(init).name for init in spec.axis("init")}
+    )
+    frame["sigma_w"] = np.sqrt(frame["sigma_w2"].to_numpy())
+    frame["sigma_b"] = np.sqrt(frame["sigma_b2"].to_numpy())
     frame["architecture"] = spec.architecture
     frame["loss"] = spec.loss
     frame["dtype"] = spec.dtype
@@ -146,36 +255,24 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
     frame["seed"] = spec.seed
     if spec.train is not None:
         frame = frame.merge(train_rows(spec.train), how="cross")
-    frame["config_id"] = [config_id(r) for r in frame.to_dict("records")]
-    buckets = depth_buckets(frame["depth"].tolist(), spec.depth_bucket_ratio)
-    frame["group"] = [static_key(r, buckets[r["depth"]]).label for r in frame.to_dict("records")]
-    columns = [
-        "config_id",
-        "group",
-        "activation",
-        "init",
-        "init_family",
-        "sigma_w2",
-        "sigma_w",
-        "sigma_b2",
-        "sigma_b",
-        "depth",
-        "width",
-        "batch",
-        "replicate",
-        "architecture",
-        "loss",
-        "dtype",
-        "measure",
-        "seed",
-    ]
+    frame["config_id"] = config_ids(frame)
+    buckets = depth_buckets(frame["depth"].unique().tolist(), spec.depth_bucket_ratio)
+    codes, keys = _static_keys(frame, buckets)
+    frame["group"] = np.array([key.label for key in keys], dtype=object)[codes]
+    columns = list(CONFIG_COLUMNS)
     if spec.train is not None:
         clips = tuple(rule for rule, _ in spec.train.clip)
-        frame["train_group"] = [
-            train_key(r, buckets[r["depth"]], clips).label for r in frame.to_dict("records")
-        ]
+        codes, train_keys = _train_keys(frame, buckets, clips)
+        frame["train_group"] = np.array([key.label for key in train_keys], dtype=object)[codes]
         columns += [*TRAIN_COLUMNS, "train_group"]
     return frame[columns]
+
+
+def _axis_array(values: tuple) -> np.ndarray:
+    """An axis's values as the column type pandas would infer for them (str, int64 or float64)."""
+    if any(isinstance(v, str) for v in values):
+        return np.array(values, dtype=object)
+    return np.asarray(values)
 
 
 def train_rows(train: TrainSpec) -> pd.DataFrame:
@@ -218,16 +315,10 @@ def train_key(row: dict, bucket_depth: int, clips: tuple[str, ...], log_every: i
 def train_groups(configs: pd.DataFrame, spec: SweepSpec) -> list[tuple[TrainKey, pd.DataFrame]]:
     """Configs grouped by TrainKey (one compiled trainer each), in config order."""
     assert spec.train is not None
-    buckets = depth_buckets(configs["depth"].tolist(), spec.depth_bucket_ratio)
+    buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
     clips = tuple(rule for rule, _ in spec.train.clip)
-    keys = [
-        train_key(r, buckets[r["depth"]], clips, spec.train.log_every)
-        for r in configs.to_dict("records")
-    ]
-    out = []
-    for key in dict.fromkeys(keys):
-        out.append((key, configs[[k == key for k in keys]]))
-    return out
+    codes, keys = _train_keys(configs, buckets, clips, spec.train.log_every)
+    return [(key, configs[codes == i]) for i, key in enumerate(keys)]
 
 
 def static_key(row: dict, bucket_depth: int) -> StaticKey:
@@ -246,10 +337,36 @@ def static_key(row: dict, bucket_depth: int) -> StaticKey:
 
 def groups(configs: pd.DataFrame, spec: SweepSpec) -> list[tuple[StaticKey, pd.DataFrame]]:
     """Configs grouped by StaticKey, each group sorted by replicate so that shared draws are adjacent."""
-    buckets = depth_buckets(configs["depth"].tolist(), spec.depth_bucket_ratio)
-    keys = [static_key(r, buckets[r["depth"]]) for r in configs.to_dict("records")]
-    out = []
-    for key in dict.fromkeys(keys):
-        members = configs[[k == key for k in keys]]
-        out.append((key, members.sort_values("replicate", kind="stable")))
-    return out
+    buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
+    codes, keys = _static_keys(configs, buckets)
+    return [
+        (key, configs[codes == i].sort_values("replicate", kind="stable"))
+        for i, key in enumerate(keys)
+    ]
+
+
+def _static_keys(
+    configs: pd.DataFrame, buckets: dict[int, int]
+) -> tuple[np.ndarray, list[StaticKey]]:
+    """Each row's index into its table's distinct StaticKeys, and those keys in order of appearance."""
+    columns = configs[list(StaticKey._fields)].assign(depth=configs["depth"].map(buckets))
+    codes, rows = _distinct_rows(columns)  # depth: the bucket's
+    return codes, [static_key(row, row["depth"]) for row in rows]
+
+
+def _distinct_rows(columns: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
+    """Each row's index into the table's distinct rows, and those rows in order of appearance."""
+    codes = columns.groupby(list(columns), sort=False).ngroup().to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    return codes, columns.iloc[first].to_dict("records")
+
+
+def _train_keys(
+    configs: pd.DataFrame, buckets: dict[int, int], clips: tuple[str, ...], log_every: int = 0
+) -> tuple[np.ndarray, list[TrainKey]]:
+    """Like `_static_keys`, for the trainers of a table with training columns."""
+    fields = [*StaticKey._fields, "optimizer", "task", "steps", "samples", "train_batch", "outputs"]
+    columns = configs[fields].assign(depth=configs["depth"].map(buckets))
+    codes, rows = _distinct_rows(columns)
+    keys = [train_key(row, row["depth"], clips, log_every) for row in rows]
+    return codes, keys

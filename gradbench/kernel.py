@@ -7,6 +7,9 @@ matrix product; the outer vmap runs several replicates side by side.
 The saved pre-activations live in a `workspace` the caller passes in and gets back: the kernel donates it,
 so consecutive calls of one shape reuse its memory. Fresh memory of that size (hundreds of MB) costs
 a page fault per 4 KB on first touch, which measured ~15 % of a call on CPU.
+
+Init families in `gradbench.model.PREDRAWN_FAMILIES` (orthogonal: a QR per layer) are drawn by a
+separate, unsharded `make_weight_draw` call per chunk and passed in, replicated on every device.
 """
 
 from __future__ import annotations
@@ -20,16 +23,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench.backprop import make_backward
 from gradbench.grid import StaticKey
-from gradbench.model import Forward, make_forward, replicate_key, shared_draws
+from gradbench.model import (
+    PREDRAWN_FAMILIES,
+    Forward,
+    make_forward,
+    replicate_key,
+    shared_draws,
+    weight_stack,
+)
 
 
 class Chunk(NamedTuple):
-    """Dynamic inputs of one kernel call. `replicate` has shape (R,), the rest (R, C)."""
+    """Dynamic inputs of one kernel call. `replicate` has shape (R,), sigma_w, sigma_b and depth (R, C).
+
+    `weights` is None, or for a pre-drawn init family the replicates' standard draws
+    (R, depth_bucket, width, width) from `make_weight_draw`.
+    """
 
     replicate: jax.Array
     sigma_w: jax.Array
     sigma_b: jax.Array
     depth: jax.Array
+    weights: jax.Array | None = None
 
 
 class RawStats(NamedTuple):
@@ -47,6 +62,32 @@ def new_workspace(static: StaticKey, chunk: Chunk, mesh: Mesh | None = None) -> 
     return jnp.zeros(shape, static.dtype, device=placement)
 
 
+def predrawn(static: StaticKey) -> bool:
+    """Whether the kernel of `static` reads pre-drawn weights (`Chunk.weights`) instead of drawing."""
+    return static.init_family in PREDRAWN_FAMILIES
+
+
+def weight_stack_bytes(static: StaticKey) -> int:
+    """Bytes of one replicate's pre-drawn weights: depth_bucket float32 (width, width) matrices."""
+    return 4 * static.depth * static.width**2
+
+
+@functools.cache
+def make_weight_draw(width: int, depth: int, init_family: str):
+    """The jitted `draw(seed, replicates) -> (R, depth, width, width)` standard draws, float32.
+
+    Run on its own, not inside the sharded kernel: its QR then has XLA:CPU's thread pool to itself.
+    """
+
+    def draw(seed, replicates):
+        def one(replicate):
+            return weight_stack(replicate_key(seed, replicate), depth, width, init_family)
+
+        return jax.vmap(one)(replicates)
+
+    return jax.jit(draw)
+
+
 @functools.cache
 def make_kernel(static: StaticKey, allow_imports: bool = False):
     """The jitted `kernel(seed, chunk, workspace) -> (RawStats, workspace)` for one StaticKey (compiled once per
@@ -54,21 +95,28 @@ def make_kernel(static: StaticKey, allow_imports: bool = False):
     forward = make_forward(static, allow_imports)
     backward = make_backward(static, allow_imports)
 
-    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace):
+    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, stack):
         rep_key = replicate_key(seed, replicate)
         shared = shared_draws(rep_key, static.batch, static.width)
 
         def one_config(sw, sb, d, workspace):
-            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d, workspace)
-            tags = backward(rep_key, shared.x.astype(saved.z_in.dtype), saved, top_grad, sw, d)
+            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d, workspace, stack)
+            x = shared.x.astype(saved.z_in.dtype)
+            tags = backward(rep_key, x, saved, top_grad, sw, d, stack)
             return RawStats(tags, facts), saved.z_in
 
         return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
 
     @functools.partial(jax.jit, donate_argnums=2)
     def kernel(seed, chunk: Chunk, workspace: jax.Array) -> tuple[RawStats, jax.Array]:
-        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0))(
-            seed, chunk.replicate, chunk.sigma_w, chunk.sigma_b, chunk.depth, workspace
+        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0))(
+            seed,
+            chunk.replicate,
+            chunk.sigma_w,
+            chunk.sigma_b,
+            chunk.depth,
+            workspace,
+            chunk.weights,
         )
 
     return kernel

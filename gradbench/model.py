@@ -38,6 +38,29 @@ def weight_draw(rep_key: jax.Array, layer, width: int, init_family: str) -> jax.
     return registry.INIT_FAMILIES[init_family].draw(_layer_keys(rep_key, layer)[0], (width, width))
 
 
+# Families whose standard draw calls a batched LAPACK kernel (the QR of `orthogonal`). Inside the
+# sharded kernel such a call deadlocks XLA:CPU's intra-op pool: each device's QR waits on sub-tasks
+# that no free worker can run. Their draws are made beforehand, unsharded (`weight_stack`), and the
+# kernel reads them; the other families are drawn in the kernel, which costs no memory.
+PREDRAWN_FAMILIES = frozenset({"orthogonal"})
+
+
+def weight_stack(rep_key: jax.Array, depth: int, width: int, init_family: str) -> jax.Array:
+    """Standard draws Z_0 .. Z_{depth-1} of one replicate, (depth, width, width), as `weight_draw`."""
+    return jax.vmap(lambda layer: weight_draw(rep_key, layer, width, init_family))(
+        jnp.arange(depth)
+    )
+
+
+def standard_weight(
+    rep_key: jax.Array, layer, width: int, init_family: str, stack: jax.Array | None
+) -> jax.Array:
+    """Z_l of hidden layer `layer`: read from the replicate's `weight_stack` if given, else drawn."""
+    if stack is None:
+        return weight_draw(rep_key, layer, width, init_family)
+    return jax.lax.dynamic_index_in_dim(stack, layer, keepdims=False)
+
+
 def bias_draw(rep_key: jax.Array, layer, width: int) -> jax.Array:
     """Standard draw beta_l (width,) of hidden layer `layer`, N(0, 1), float32."""
     return jax.random.normal(_layer_keys(rep_key, layer)[1], (width,), jnp.float32)
@@ -97,13 +120,14 @@ def uses_frames(static: StaticKey, phi: registry.Activation) -> bool:
 
 
 def make_forward(static: StaticKey, allow_imports: bool = False):
-    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace) -> (Saved, Forward, top_grad)`.
+    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace, stack)`.
 
-    One config's forward pass; `top_grad` is d J_hat / d h_hat_top, the loss gradient in the frame of
-    the last layer (probe loss J = mean_b <u_b, W_out h_b>, or mse J = mean_b ||W_out h_b - t_b||^2 / 2).
-    Layers at index >= depth are identity. `workspace`, a (depth_bucket, batch, width) array whose contents
-    do not matter, is overwritten with `Saved.z_in`: the kernel passes a donated buffer there, so that
-    the largest array of a call reuses the previous call's memory instead of new pages.
+    One config's forward pass, returning `(Saved, Forward, top_grad)`; `top_grad` is d J_hat / d h_hat_top,
+    the loss gradient in the frame of the last layer (probe loss J = mean_b <u_b, W_out h_b>, or mse
+    J = mean_b ||W_out h_b - t_b||^2 / 2). Layers at index >= depth are identity. `workspace`, a
+    (depth_bucket, batch, width) array whose contents do not matter, is overwritten with `Saved.z_in`:
+    the kernel passes a donated buffer there, so that the largest array of a call reuses the previous
+    call's memory instead of new pages. `stack` is the replicate's `weight_stack` (None: draw in place).
     """
     phi = registry.activation(static.activation, allow_imports=allow_imports)
     renormalise = uses_frames(static, phi)
@@ -112,14 +136,14 @@ def make_forward(static: StaticKey, allow_imports: bool = False):
     log_size = math.log(batch * width)
     precision = jax.lax.Precision.HIGHEST
 
-    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace):
+    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace, stack=None):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
         sigma_b = sigma_b.astype(dtype)
 
         def layer(carry, inputs):
             h, s, z_below, log_rms_below, workspace = carry
             index, beta = inputs
-            z_std = weight_draw(rep_key, index, width, static.init_family)
+            z_std = standard_weight(rep_key, index, width, static.init_family, stack)
             # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
             # that exp(-s) overflowing never turns 0 into NaN.
             bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta[None, :]

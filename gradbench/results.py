@@ -60,9 +60,13 @@ class Run:
         data = self.path / "data"
         data.mkdir(parents=True, exist_ok=True)
         (self.path / "spec.toml").write_text(self.spec_text)
-        (self.path / "manifest.json").write_text(json.dumps(self.manifest, indent=2) + "\n")
+        write_manifest(self.path, self.manifest)
         for name in TABLES:
             getattr(self, name).to_parquet(data / f"{name}.parquet", index=False)
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def load(path: str | Path) -> Run:

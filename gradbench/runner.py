@@ -22,23 +22,39 @@ import jaxlib
 import numpy as np
 import pandas as pd
 
-from gradbench import __version__, classify, grid, registry, results
+from gradbench import __version__, classify, compilation_cache, grid, registry, results, sizing
 from gradbench import spec as spec_module
 from gradbench.chunks import (
     ChunkPlan,
     chunk_capacity,
     chunk_inputs,
+    chunk_replicates,
+    chunk_weights,
     config_mesh,
     layer_table,
     plan_chunks,
+    replicate_capacity,
 )
 from gradbench.errors import SpecError
-from gradbench.kernel import RawStats, make_kernel, new_workspace
-from gradbench.parts import PartStore, chunk_key
+from gradbench.kernel import RawStats, make_kernel, new_workspace, predrawn
+from gradbench.parts import PartStore, check_directory, chunk_key
 from gradbench.progress import Progress
 from gradbench.spec import SweepSpec
 
 SHARD_FILE = "shard.json"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a run; its finished chunks are saved for the same command to reuse.
+
+    Attributes:
+        directory: where the chunks are (the parts directory, or the shard's `--out`).
+        saved: how many of the run's `total` chunks are there.
+    """
+
+    def __init__(self, directory: Path, saved: int, total: int):
+        super().__init__(f"{saved} of {total} chunks are saved in {directory}")
+        self.directory, self.saved, self.total = directory, saved, total
 
 
 @dataclass(frozen=True)
@@ -59,9 +75,12 @@ class Task:
 
 def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Task]:
     tasks = []
+    platform = jax.local_devices()[0].platform
     for static, members in grid.groups(configs, spec):
-        capacity = chunk_capacity(static, spec.chunk_size, jax.local_devices()[0].platform)
-        for plan in plan_chunks(members["replicate"].to_numpy(), capacity, multiple=devices):
+        capacity = chunk_capacity(static, spec.chunk_size, platform)
+        replicates = members["replicate"].to_numpy()
+        most = replicate_capacity(static, platform, devices)
+        for plan in plan_chunks(replicates, capacity, multiple=devices, max_replicates=most):
             ids = members["config_id"].to_numpy()[plan.rows][plan.real]
             tasks.append(Task(static, members, plan, chunk_key(static.label, ids)))
     return tasks
@@ -76,15 +95,19 @@ def execute(
     store: PartStore | None = None,
 ) -> tuple[list[pd.DataFrame], list[dict]]:
     """Runs the tasks (skipping those whose part is stored), compiling each group once, lazily."""
+    stored = [store.load(t.key, t.n_rows) if store else None for t in tasks]
+    reused = sum(table is not None for table in stored)
     bar = Progress(sum(int(t.plan.real.sum()) for t in tasks), enabled=progress)
+    if reused:
+        bar.note(f"resuming: {reused} of {len(tasks)} chunks already done in {store.directory}")
     kernels = _Kernels(spec, allow_imports)
     tables = []
     with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
-        for task in tasks:
+        for task, table in zip(tasks, stored, strict=True):
             fact = kernels.fact(task)
             fact["chunks"] += 1
-            table = store.load(task.key, task.n_rows) if store else None
-            if table is not None:
+            resumed = table is not None
+            if resumed:
                 fact["chunks_resumed"] += 1
             else:
                 t0, compiling = time.perf_counter(), fact["compile_seconds"]
@@ -94,7 +117,7 @@ def execute(
                 if store:
                     store.save(task.key, table)
             tables.append(table)
-            bar.update(int(task.plan.real.sum()), task.static.label)
+            bar.update(int(task.plan.real.sum()), task.static.label, computed=not resumed)
     return tables, list(kernels.facts.values())
 
 
@@ -110,6 +133,7 @@ class _Kernels:
         self.workspace: tuple | None = (
             None  # (key, array): the latest shape's, donated call to call
         )
+        self.stack: tuple | None = None  # (key, array): the latest chunk's pre-drawn weights
         self.facts: dict[str, dict] = {}
 
     def fact(self, task: Task) -> dict:
@@ -123,6 +147,8 @@ class _Kernels:
                 "chunks_resumed": 0,
                 "out_of_memory_splits": 0,
                 "compile_seconds": 0.0,
+                "compiles": 0,
+                "cache_hits": 0,
                 "run_seconds": 0.0,
             },
         )
@@ -130,18 +156,35 @@ class _Kernels:
     def measure(
         self, static: grid.StaticKey, members: pd.DataFrame, plan: ChunkPlan
     ) -> pd.DataFrame:
-        """The chunk's layer table; a chunk that runs out of device memory is split in two and retried."""
-        inputs = chunk_inputs(members, plan, np.dtype(static.dtype), self.mesh)
+        """The chunk's layer table; a chunk that runs out of device memory is split in two and retried.
+
+        Raises:
+            SpecError: a chunk of one config per device still runs out of memory.
+        """
         try:
+            weights = None
+            if predrawn(static):
+                weights = self.weights(static, chunk_replicates(members, plan))
+            inputs = chunk_inputs(members, plan, np.dtype(static.dtype), self.mesh, weights)
             raw = jax.device_get(self.call(static, inputs))
         except Exception as exc:  # XLA reports exhausted memory as a runtime error
-            self.workspace = None
-            halves = split_plan(plan, self.mesh.size)
-            if "RESOURCE_EXHAUSTED" not in str(exc) or halves is None:
+            self.workspace = self.stack = None
+            if "RESOURCE_EXHAUSTED" not in str(exc):
                 raise
+            halves = split_plan(plan, self.mesh.size)
+            if halves is None:
+                raise sizing.too_large_alone(self.spec, static, exc) from exc
             self.facts[static.label]["out_of_memory_splits"] += 1
             return pd.concat([self.measure(static, members, h) for h in halves], ignore_index=True)
         return layer_table(members, plan, raw, self.spec.measure)
+
+    def weights(self, static: grid.StaticKey, replicates: np.ndarray):
+        """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
+        key = (static.width, static.depth, static.init_family, tuple(replicates))
+        if self.stack is None or self.stack[0] != key:
+            self.stack = None  # free the previous chunk's before drawing
+            self.stack = (key, chunk_weights(static, self.seed, replicates, self.mesh))
+        return self.stack[1]
 
     def call(self, static: grid.StaticKey, inputs) -> RawStats:
         """One kernel call. The workspace of the latest chunk shape is kept: each call donates it."""
@@ -159,9 +202,12 @@ class _Kernels:
         if key not in self.compiled:
             t0 = time.perf_counter()
             lowered = make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace)
-            self.compiled[key] = lowered.compile()
+            with compilation_cache.counting() as cache:
+                self.compiled[key] = lowered.compile()
             fact = self.facts[static.label]
             fact["compile_seconds"] = round(fact["compile_seconds"] + time.perf_counter() - t0, 3)
+            fact["compiles"] += 1 - cache.hits
+            fact["cache_hits"] += cache.hits
         return self.compiled[key]
 
 
@@ -192,6 +238,8 @@ def measure_configs(
     Common random numbers make a config's numbers independent of which other configs run beside it, so
     a sample re-run (gradbench verify) measures the same thing as the full sweep.
     """
+    sizing.check(spec, configs)
+    compilation_cache.enable()
     tasks = plan_tasks(spec, configs, len(jax.local_devices()))
     tables, facts = execute(tasks, spec, allow_imports=allow_imports, progress=progress)
     return pd.concat(tables, ignore_index=True), facts
@@ -210,24 +258,31 @@ def run(
     report: bool = True,
     fresh: bool = False,
     shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
     wait_seconds: float = 24 * 3600.0,
 ) -> results.Run | None:
-    """Runs a sweep and writes its run directory (default `reports/<name>/`).
+    """Runs a sweep and writes its run directory (default `runs/<name>/`).
 
     Args:
         sweep: a SweepSpec, a path to a sweep file, or the name of a built-in sweep.
-        out: the run directory; replaced only once the new run is complete.
+        out: the run directory. It may be absent, empty or a run directory of the same sweep, which
+            is replaced once the new run is complete; anything else is refused before any work.
         allow_imports: permit activations given as "package.module:function".
         progress: print progress to stderr.
         report: also write the HTML/Markdown report.
         fresh: discard finished chunks of an earlier, interrupted run instead of resuming.
         shard: (i, n) runs only the i-th of n disjoint parts of the sweep into `out`, a parts directory
-            for `merge`; returns None.
+            for `merge` (absent, empty or written by an earlier `shard` run); returns None.
+        overwrite: permit replacing a run directory of a different sweep.
         wait_seconds: in a multi-process run, how long process 0 waits for the others' parts.
 
     Returns:
         The `Run` (tables in memory, `path` = the run directory), or None for a shard or for a process
         other than 0 of a multi-process run.
+
+    Raises:
+        SpecError: bad input (the sweep, `out`, `shard`), before any computation.
+        Interrupted: Ctrl-C (or SIGTERM under the CLI); it says how many chunks are saved, and where.
     """
     spec = (
         sweep
@@ -236,13 +291,15 @@ def run(
     )
     if spec.imports and not allow_imports:
         spec_module.parse(spec.text, source=spec.source)  # raises the refusal with its message
-    out_path = Path(out) if out is not None else Path("reports") / spec.name
-    results.check_writable(out_path)
+    out_path = Path(out) if out is not None else Path("runs") / spec.name
     if shard is not None:
         index, count = shard
         if not (count >= 1 and 0 <= index < count):
             raise SpecError("--shard", f"{index}/{count}", "I/N with 0 <= I < N")
+    check_out(spec, out_path, shard=shard is not None, overwrite=overwrite)
 
+    sizing.check(spec, shards=shard[1] if shard is not None else 1)
+    compilation_cache.enable()
     configs = grid.expand(spec)
     started = _now()
     tasks = plan_tasks(spec, configs, len(jax.local_devices()))
@@ -250,7 +307,10 @@ def run(
         store = PartStore(out_path, spec.sha256, fresh=fresh)
         (out_path / "spec.toml").write_text(spec.text)
         mine = tasks[shard[0] :: shard[1]]
-        _, facts = execute(mine, spec, allow_imports=allow_imports, progress=progress, store=store)
+        with _interruptible(store, mine):
+            _, facts = execute(
+                mine, spec, allow_imports=allow_imports, progress=progress, store=store
+            )
         shard_facts = {
             "shard": list(shard),
             "chunks": len(mine),
@@ -263,32 +323,79 @@ def run(
     store = PartStore(work_dir(out_path), spec.sha256, fresh=fresh)
     process, processes = jax.process_index(), jax.process_count()
     mine = tasks[process::processes]
-    tables, facts = execute(mine, spec, allow_imports=allow_imports, progress=progress, store=store)
-    if process != 0:
-        return None
-    if processes > 1:
-        tables = _collect(store, tasks, wait_seconds)
-    layers = pd.concat(tables, ignore_index=True)
-    training = _train(spec, configs, allow_imports=allow_imports, progress=progress)
-    run_obj = assemble(
-        spec, configs, layers, facts, started, out_path, report=report, training=training
-    )
-    shutil.rmtree(store.directory, ignore_errors=True)
+    with _interruptible(store, tasks):
+        tables, facts = execute(
+            mine, spec, allow_imports=allow_imports, progress=progress, store=store
+        )
+        if process != 0:
+            return None
+        if processes > 1:
+            tables = _collect(store, tasks, wait_seconds)
+        layers = pd.concat(tables, ignore_index=True)
+        training = _train(spec, configs, allow_imports=allow_imports, progress=progress)
+        run_obj = assemble(
+            spec, configs, layers, facts, started, out_path, report=report, training=training
+        )
+    store.remove()
     return run_obj
 
 
+@contextlib.contextmanager
+def _interruptible(store: PartStore, tasks: list[Task]):
+    """Turns a KeyboardInterrupt into `Interrupted`, counting the chunks of `tasks` that are saved."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        saved = sum(store.path(task.key).is_file() for task in tasks)
+        raise Interrupted(store.directory.resolve(), saved, len(tasks)) from exc
+
+
+def check_out(spec: SweepSpec, out: Path, *, shard: bool, overwrite: bool) -> None:
+    """Refuses, before any computation, outputs that would replace or mix with what is not gradbench's.
+
+    A run replaces `out` as a whole (gradbench.results.check_out) and keeps its chunks in
+    `<out>.parts/`; a shard writes its chunks into `out` itself. Neither may hold the sweep file.
+    """
+    where = f"--out {out}"
+    sweep_file = Path(spec.source)
+    protected = (sweep_file,) if sweep_file.is_file() else ()
+    if shard:
+        results.check_location(where, out.resolve(), protected)
+        check_directory(out, where)
+        results.check_creatable(where, out.resolve())
+    else:
+        results.check_out(out, name=spec.name, overwrite=overwrite, protected=protected)
+        check_directory(work_dir(out))
+
+
 def merge(
-    directories: list[str | os.PathLike], out: str | os.PathLike, *, report: bool = True
+    directories: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    report: bool = True,
+    allow_imports: bool = False,
+    overwrite: bool = False,
 ) -> results.Run:
     """Assembles the parts written by `run(..., shard=(i, n))` jobs into one run directory.
 
+    Args:
+        directories: the shards' `--out` directories.
+        out: the run directory, as for `run` (absent, empty or a run directory of the same sweep).
+        report: also write the HTML/Markdown report.
+        allow_imports: permit activations given as "package.module:function" in the shards' spec.
+        overwrite: permit replacing a run directory of a different sweep.
+
     Raises:
-        SpecError: parts of different sweeps, or chunks that no directory holds.
+        SpecError: parts of different sweeps, chunks that no directory holds, a spec that imports
+            code without `allow_imports`, or an `out` that may not be replaced.
     """
     if not directories:
         raise SpecError("merge", [], "one or more shard directories")
     texts = {}
     for directory in directories:
+        check_directory(Path(directory))  # a shard directory holds gradbench's marker
         spec_file = Path(directory) / "spec.toml"
         if not spec_file.is_file():
             raise SpecError(
@@ -300,9 +407,15 @@ def merge(
             "merge", sorted(texts), "shards of one sweep (their spec.toml files differ)"
         )
     first = next(iter(texts))
-    spec = spec_module.parse(texts[first], source=f"{first}/spec.toml", allow_imports=True)
+    spec = spec_module.parse(texts[first], source=f"{first}/spec.toml", allow_imports=allow_imports)
     out_path = Path(out)
-    results.check_writable(out_path)
+    results.check_out(
+        out_path,
+        name=spec.name,
+        overwrite=overwrite,
+        protected=tuple(Path(d) for d in directories),
+    )
+    sizing.check(spec)
     configs = grid.expand(spec)
     tasks = plan_tasks(spec, configs, len(jax.local_devices()))
     stores = [PartStore(d, spec.sha256, create=False) for d in directories]
@@ -324,7 +437,7 @@ def merge(
         if shard_file.is_file():
             facts.extend(json.loads(shard_file.read_text())["groups"])
     layers = pd.concat(tables, ignore_index=True)
-    training = _train(spec, configs, allow_imports=True, progress=False)
+    training = _train(spec, configs, allow_imports=allow_imports, progress=False)
     return assemble(
         spec, configs, layers, facts, _now(), out_path, report=report, training=training
     )
@@ -356,7 +469,11 @@ def assemble(
     order = {cid: i for i, cid in enumerate(configs["config_id"])}
     layers = layers.iloc[np.argsort(layers["config_id"].map(order).to_numpy(), kind="stable")]
     layers = layers.reset_index(drop=True)
-    summary = with_theory(classify.summarise(configs, layers, spec.threshold))
+    clock = _PhaseClock()
+    with clock("tables"):
+        summary = classify.summarise(configs, layers, spec.threshold)
+    with clock("theory"):
+        summary = with_theory(summary)
     manifest = build_manifest(spec, configs, facts, started)
     if training is not None:
         from gradbench import train
@@ -366,18 +483,50 @@ def assemble(
     staged = results.staging_dir(out_path)
     try:
         run_obj = results.Run(staged, configs, layers, summary, manifest, spec.text)
-        run_obj.write_data()
-        if training is not None:
-            train.attach(run_obj, training)
+        with clock("tables"):
+            run_obj.write_data()
+            if training is not None:
+                train.attach(run_obj, training)
         if report:
             from gradbench import report as report_module
 
-            report_module.write_report(run_obj)
+            with clock("report"):
+                report_module.write_report(run_obj)
+        manifest["phase_seconds"] = clock.phases(manifest)
+        results.write_manifest(staged, manifest)
         run_obj.path = results.publish(staged, out_path)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return run_obj
+
+
+class _PhaseClock:
+    """Wall seconds of the host-side phases of `assemble`, added up per phase name."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def phases(self, manifest: dict) -> dict[str, float]:
+        """Compile and kernel seconds of every group (training included), then the host phases."""
+        groups = [*manifest["groups"], *manifest.get("training", {}).get("groups", [])]
+        measured = {
+            "compile": sum(g["compile_seconds"] for g in groups),
+            "kernel": sum(g["run_seconds"] for g in manifest["groups"]),
+            "training": sum(
+                g["run_seconds"] for g in manifest.get("training", {}).get("groups", [])
+            ),
+            **self.seconds,
+        }
+        return {phase: round(seconds, 3) for phase, seconds in measured.items()}
 
 
 THEORY_COLUMNS = ("chi1", "q_star", "xi_c", "predicted_log10_delta_ratio")
