@@ -32,9 +32,27 @@ gelu, elu, softsign and relu6 for q in [1e-6, 1e4]. Two-dimensional expectations
 on both axes of u_1,2 = sqrt(q) (a x +- b y) (`_bivariate_moments`), within 1e-8 of closed forms up
 to c = 0.9999. Kinks of user activations elsewhere converge more slowly. phi' is from `jax.grad`.
 
-Everything is float64: public functions enable x64 for their own work and return numpy values
-(numpy scalars for scalar inputs). Inputs broadcast together; each distinct (sigma_w2, sigma_b2)
-pair is computed once, by jit-compiled, vmapped kernels applied in chunks of a few fixed sizes.
+How a call runs. Everything is float64 NumPy except phi and phi' themselves, which one jit-compiled
+elementwise kernel evaluates for all the activations a call meets for the first time (a traced
+`lax.switch` index picks the activation) on blocks of one fixed size: a call compiles at most once,
+whatever its activations and sizes, and a later one only for activations new to the process. The
+moments E[phi^2], dE[phi^2]/dq and E[phi'^2] and the Hermite coefficients of phi(sqrt(q) z) are
+analytic in q > 0; per activation they are tabulated on first use as Chebyshev interpolants on
+panels of ln q (width 1/2, 16 nodes each) and kept for the process, so later calls (reports,
+`verify`) reuse them. Measured for q in [1e-12, 1e12] over the registered activations, the
+interpolants are within 1e-11 (relative) of the quadrature for E[phi^2] and E[phi'^2], within 3e-10
+for dE[phi^2]/dq (sigmoid and softplus at small q, where the quadrature's own cancellation
+dominates). Every distinct (sigma_w2, sigma_b2) then costs a few interpolations per step of its
+fixed-point iterations, which run on all pairs at once, each until it has converged.
+
+c* comes from the Mehler series of the correlation map, C(c) = (sigma_w^2 sum_n a_n^2 c^n +
+sigma_b^2) / q*, truncated at degree 96 and, where that is not enough, 256. Its coefficients are
+non-negative and both their sum and their n-weighted sum are known (E[phi^2] and q* E[phi'^2]),
+which bounds what the truncation leaves out; where the bound keeps c* and chi_c within 1e-10, the
+series is the answer. Elsewhere (kinked activations with c* near 1, or the edge of chaos itself)
+Newton steps on the 2-D quadrature refine it (`_bivariate_correlation`). Against erf's closed-form
+maps (390 chaotic pairs) chi_c is within 1e-9 (median 5e-14); the 2-D iteration alone was within
+5e-6 (median 4e-10).
 
 References:
     Poole, Lahiri, Raghu, Sohl-Dickstein, Ganguli (2016). Exponential expressivity in deep neural
@@ -51,10 +69,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gradbench import registry
+from gradbench import compilation_cache, registry
 from gradbench.errors import SpecError
 
 __all__ = [
@@ -68,6 +85,38 @@ __all__ = [
     "predict",
     "q_star",
 ]
+
+# -------------------------------------------------------------------------------------------------
+# phi and phi', compiled once for all the activations of a call.
+
+Phi = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # u -> (phi(u), phi'(u)), float64
+
+_BLOCK = 1 << 15  # elements per kernel call: one input shape, so one compilation
+
+
+@functools.partial(jax.jit, static_argnames=("fns",))
+def _phi_block(index, u, *, fns):
+    branches = [jax.vmap(jax.value_and_grad(fn)) for fn in fns]
+    return jax.lax.switch(index, branches, u) if len(branches) > 1 else branches[0](u)
+
+
+def _elementwise(fns: tuple[Callable, ...], index: int) -> Phi:
+    """phi = fns[index] and its derivative (by `jax.grad`) on float64 arrays of any shape."""
+
+    def phi(u):
+        u = np.asarray(u, float)
+        padded = np.zeros(max(1, -(-u.size // _BLOCK)) * _BLOCK)
+        padded[: u.size] = u.ravel()
+        with jax.enable_x64(True):
+            blocks = [
+                _phi_block(index, padded[i : i + _BLOCK], fns=fns)
+                for i in range(0, padded.size, _BLOCK)
+            ]
+            value, slope = (np.concatenate(parts)[: u.size] for parts in zip(*blocks, strict=True))
+        return value.reshape(u.shape), slope.reshape(u.shape)
+
+    return phi
+
 
 # -------------------------------------------------------------------------------------------------
 # Quadrature: E[f(mean + std z)], z ~ N(0, 1), composite Gauss-Legendre with kink-aware panel edges.
@@ -92,51 +141,83 @@ _COARSE = _rule(z_max=8.0, panels=8, largest_u=16, nodes=6)  # 23 panels, 138 no
 _MIN_STD = 1e-150  # keeps (u - mean) / std finite when a variance is exactly 0
 
 
-def _merge_sorted(a, b):
-    """The sorted union of two sorted 1-D arrays, scattered by rank (3x faster than XLA's sort)."""
-    rank_a = jnp.arange(a.size) + jnp.sum(b[None, :] < a[:, None], axis=1)
-    rank_b = jnp.arange(b.size) + jnp.sum(a[None, :] <= b[:, None], axis=1)
-    merged = jnp.zeros(a.size + b.size, a.dtype).at[rank_a].set(a, unique_indices=True)
-    return merged.at[rank_b].set(b, unique_indices=True)
+def _gaussian_nodes(rule: _Rule, std: np.ndarray, *centres: np.ndarray):
+    """Nodes z and weights w, of shape std.shape + (m,), with sum_i w_i f(z_i) ~= E[f(z)].
 
-
-def _gaussian_nodes(rule: _Rule, std, *centres):
-    """Nodes z and weights w with sum_i w_i f(z_i) ~= E[f(z)], z ~ N(0, 1).
-
-    Panels end at the rule's z-edges and wherever centre + std z is a u-point, for each centre: f
-    may have kinks there.
+    Panels end at the rule's z-edges and wherever centre + std z is a u-point, for each centre (an
+    array of std's shape or a scalar): f may have kinks there.
     """
+    std = np.asarray(std, float)
     z_max = rule.z_edges[-1]
-    edges = jnp.asarray(rule.z_edges)
-    for centre in centres:  # each mapped set is sorted because std > 0
-        kinks = (rule.u_points - centre) / jnp.maximum(std, _MIN_STD)
-        edges = _merge_sorted(edges, jnp.clip(kinks, -z_max, z_max))
-    half, mid = (edges[1:] - edges[:-1]) / 2, (edges[1:] + edges[:-1]) / 2
-    z = mid[:, None] + half[:, None] * rule.nodes[None, :]
-    w = half[:, None] * rule.weights[None, :] * jnp.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
-    return z.reshape(-1), w.reshape(-1)
+    scale = np.maximum(std, _MIN_STD)[..., None]
+    edges = [np.broadcast_to(rule.z_edges, (*std.shape, rule.z_edges.size))]
+    for centre in centres:
+        centre = np.broadcast_to(centre, std.shape)[..., None]
+        edges.append(np.clip((rule.u_points - centre) / scale, -z_max, z_max))
+    edges = np.sort(np.concatenate(edges, axis=-1), axis=-1)
+    half, mid = (edges[..., 1:] - edges[..., :-1]) / 2, (edges[..., 1:] + edges[..., :-1]) / 2
+    z = mid[..., None] + half[..., None] * rule.nodes
+    w = half[..., None] * rule.weights * np.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    return z.reshape(*std.shape, -1), w.reshape(*std.shape, -1)
 
 
-def _value_and_derivative(fn: Callable, u):
-    """phi(u) and phi'(u) elementwise, the derivative by `jax.grad`."""
-    value, slope = jax.vmap(jax.value_and_grad(fn))(u.reshape(-1))
-    return value.reshape(u.shape), slope.reshape(u.shape)
+_M2, _DM2, _D2 = range(3)  # columns of `_length_moments`
 
 
-def _second_moment(fn: Callable, q):
-    """E[phi(sqrt(q) z)^2]."""
-    z, w = _gaussian_nodes(_FINE, jnp.sqrt(q), 0.0)
-    return w @ fn(jnp.sqrt(q) * z) ** 2
+def _length_moments(phi: Phi, q: np.ndarray) -> np.ndarray:
+    """E[phi^2], dE[phi^2]/dq = E[z phi phi'] / sqrt(q) and E[phi'^2] at u = sqrt(q) z.
+
+    Returns an array of shape q.shape + (3,), in the order `_M2, _DM2, _D2`.
+    """
+    root = np.sqrt(q)
+    z, w = _gaussian_nodes(_FINE, root, 0.0)
+    value, slope = phi(root[..., None] * z)
+    return np.stack(
+        [
+            np.sum(w * value**2, -1),
+            np.sum(w * z * value * slope, -1) / root,
+            np.sum(w * slope**2, -1),
+        ],
+        -1,
+    )
 
 
-def _length_moments(fn: Callable, q):
-    """E[phi^2], dE[phi^2]/dq = E[z phi phi'] / sqrt(q) and E[phi'^2], at u = sqrt(q) z."""
-    z, w = _gaussian_nodes(_FINE, jnp.sqrt(q), 0.0)
-    value, slope = _value_and_derivative(fn, jnp.sqrt(q) * z)
-    return w @ value**2, (w @ (z * value * slope)) / jnp.sqrt(q), w @ slope**2
+class _Series(NamedTuple):
+    """A truncation of the Mehler series and the rule that computes its coefficients."""
+
+    degree: int
+    rule: _Rule
 
 
-def _bivariate_moments(fn: Callable, q, c):
+# Tried in turn. The coefficients oscillate about sqrt(2 degree) / (2 pi) times per unit of z
+# and decay only like exp(-z^2 / 4): each rule is within 1e-15 of one 4 times finer.
+_SERIES = (
+    _Series(96, _rule(z_max=12.0, panels=48, largest_u=256, nodes=12)),  # 852 nodes
+    _Series(256, _rule(z_max=12.0, panels=96, largest_u=256, nodes=12)),  # 1428 nodes
+)
+
+
+def _hermite_moments(phi: Phi, series: _Series, q: np.ndarray) -> np.ndarray:
+    """The Mehler coefficients of phi at q, then their sum and their n-weighted sum.
+
+    Returns an array of shape q.shape + (degree + 3,): a_0 .. a_degree, with a_n =
+    E[phi(sqrt(q) z) He_n(z)] / sqrt(n!), then E[phi^2] = sum_n a_n^2 and q E[phi'^2] =
+    sum_n n a_n^2 (as He_n' = n He_{n-1}).
+    """
+    root = np.sqrt(q)
+    z, w = _gaussian_nodes(series.rule, root, 0.0)
+    value, slope = phi(root[..., None] * z)
+    weighted = w * value
+    previous, current = np.zeros_like(z), np.ones_like(z)
+    columns = []
+    for n in range(series.degree + 1):  # orthonormal He_n / sqrt(n!) by the three-term recurrence
+        columns.append(np.sum(weighted * current, -1))
+        previous, current = current, (z * current - math.sqrt(n) * previous) / math.sqrt(n + 1)
+    columns += [np.sum(weighted * value, -1), q * np.sum(w * slope**2, -1)]
+    return np.stack(columns, -1)
+
+
+def _bivariate_moments(phi: Phi, q: np.ndarray, c: np.ndarray):
     """E[phi(u_1) phi(u_2)] and E[phi'(u_1) phi'(u_2)] for (u_1, u_2) ~ N(0, q [[1, c], [c, 1]]).
 
     Writes u_1,2 = sqrt(q) (a x +- b y), a = sqrt((1 + c) / 2), b = sqrt((1 - c) / 2), x and y
@@ -145,22 +226,135 @@ def _bivariate_moments(fn: Callable, q, c):
     y = (k_1 - k_2) / (2 b sqrt(q)), which are edges of the outer rule. Unlike conditioning u_2 on
     u_1 (whose outer integrand has kinks smeared over sqrt(1 - c^2)), this stays accurate as c -> 1:
     within 1e-8 of closed forms for relu', hard_tanh' and relu6' products up to c = 0.9999.
+    q and c are arrays of one shape; so are the two results.
     """
-    root_q = jnp.sqrt(q)
-    a, b = jnp.sqrt((1.0 + c) / 2.0), jnp.sqrt(jnp.maximum((1.0 - c) / 2.0, 0.0))
+    root_q = np.sqrt(q)
+    a, b = np.sqrt((1.0 + c) / 2.0), np.sqrt(np.maximum((1.0 - c) / 2.0, 0.0))
     y, wy = _gaussian_nodes(_COARSE, 2.0 * b * root_q, 0.0)
     # y -> -y swaps u_1 and u_2, so the integrand is even in y; the rule is symmetric about 0 (its
     # edges are), so its upper half holds the y >= 0 nodes (those at 0 have weight 0): use it twice.
-    y, wy = y[y.size // 2 :], 2.0 * wy[wy.size // 2 :]
-    shift = b * root_q * y
-    x, wx = jax.vmap(lambda s: _gaussian_nodes(_COARSE, a * root_q, s, -s))(shift)
-    v1, d1 = _value_and_derivative(fn, a * root_q * x + shift[:, None])
-    v2, d2 = _value_and_derivative(fn, a * root_q * x - shift[:, None])
-    return wy @ jnp.sum(wx * v1 * v2, axis=1), wy @ jnp.sum(wx * d1 * d2, axis=1)
+    half = y.shape[-1] // 2
+    y, wy = y[..., half:], 2.0 * wy[..., half:]
+    shift = (b * root_q)[..., None] * y
+    scale = np.broadcast_to((a * root_q)[..., None], shift.shape)
+    x, wx = _gaussian_nodes(_COARSE, scale, shift, -shift)
+    v1, d1 = phi(scale[..., None] * x + shift[..., None])
+    v2, d2 = phi(scale[..., None] * x - shift[..., None])
+    return np.sum(wy * np.sum(wx * v1 * v2, -1), -1), np.sum(wy * np.sum(wx * d1 * d2, -1), -1)
 
 
 # -------------------------------------------------------------------------------------------------
-# Per-configuration kernels (scalars in, scalars out; vmapped and jitted below).
+# Tables: smooth functions of q, tabulated once per activation.
+
+_PANEL = 0.5  # width of a panel in ln q
+_CHEB = 16  # Chebyshev nodes per panel (degree 15)
+_CHEB_X = np.cos(np.pi * (np.arange(_CHEB) + 0.5) / _CHEB)  # first-kind points on [-1, 1]
+# Values at the points -> Chebyshev coefficients (the discrete cosine transform).
+_CHEB_TRANSFORM = (2.0 / _CHEB) * np.cos(
+    np.pi * np.outer(np.arange(_CHEB), np.arange(_CHEB) + 0.5) / _CHEB
+)
+_CHEB_TRANSFORM[0] /= 2.0
+_Q_FLOOR = 1e-300  # a smaller q is looked up here: the moments are continuous at q = 0
+_CHUNK = 1 << 15  # values per evaluation, to keep temporaries small
+
+
+class _Table:
+    """Functions of q > 0 as Chebyshev interpolants on the panels [k, k + 1] * _PANEL of ln q.
+
+    A panel is computed (by `moments`, q of shape (n,) -> values (n, functions)) the first time a q
+    falls in it, and kept. A panel depends on its index alone, so no value depends on what was
+    asked before.
+    """
+
+    def __init__(self, moments: Callable[[np.ndarray], np.ndarray], functions: int):
+        self._moments = moments
+        self._first = 0  # panel index of row 0
+        self._coef = np.zeros((0, _CHEB, functions))  # (panel, degree, function); NaN: not yet
+
+    def __call__(self, q: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """The tabulated functions (those in `columns`) at q, shape (n,) -> (n, functions)."""
+        width = len(range(self._coef.shape[2])[columns])
+        out = np.empty((q.size, width))
+        for part in range(0, q.size, _CHUNK):
+            out[part : part + _CHUNK] = self._evaluate(q[part : part + _CHUNK], columns, width)
+        return out
+
+    def cover(self, low: float, high: float) -> None:
+        """Computes every panel between q = low and q = high (> 0) now, in one call of `moments`."""
+        first, last = (math.floor(math.log(max(x, _Q_FLOOR)) / _PANEL) for x in (low, high))
+        self._rows(np.arange(first, last + 1))
+
+    def _evaluate(self, q: np.ndarray, columns: slice, width: int) -> np.ndarray:
+        s = np.log(np.maximum(q, _Q_FLOOR)) / _PANEL
+        panel = np.floor(s)
+        rows = self._rows(panel.astype(np.int64))
+        basis = np.polynomial.chebyshev.chebvander(2.0 * (s - panel) - 1.0, _CHEB - 1)
+        coef = self._coef[:, :, columns]
+        if width <= 4:  # gathering each value's coefficients is cheapest for a few functions
+            return np.einsum("nk,nkf->nf", basis, coef[rows])
+        # Else one product per panel (by einsum: a threaded BLAS is many times slower at these
+        # sizes when the cores are busy).
+        order = np.argsort(rows, kind="stable")
+        keys, starts = np.unique(rows[order], return_index=True)
+        out = np.empty((q.size, width))
+        for key, members in zip(keys, np.split(order, starts[1:]), strict=True):
+            out[members] = np.einsum("nk,kf->nf", basis[members], coef[key])
+        return out
+
+    def _rows(self, panel: np.ndarray) -> np.ndarray:
+        """The rows of `_coef` that hold these panels, computing those not there yet."""
+        if panel.size == 0:
+            return panel
+        first, end = panel.min(), panel.max() + 1
+        if self._coef.shape[0]:
+            first, end = min(first, self._first), max(end, self._first + self._coef.shape[0])
+        if first != self._first or end - first != self._coef.shape[0]:  # widen the range
+            coef = np.full((end - first, *self._coef.shape[1:]), np.nan)
+            coef[self._first - first : self._first - first + self._coef.shape[0]] = self._coef
+            self._first, self._coef = first, coef
+        rows = panel - self._first
+        missing = np.isnan(self._coef[rows, 0, 0])
+        if missing.any():
+            new = np.unique(rows[missing])
+            q = np.exp(_PANEL * (self._first + new[:, None] + (_CHEB_X + 1.0) / 2.0))
+            values = self._moments(q.ravel()).reshape(new.size, _CHEB, -1)
+            self._coef[new] = np.einsum("mj,pjf->pmf", _CHEB_TRANSFORM, values)
+        return rows
+
+
+class _Tables(NamedTuple):
+    phi: Phi
+    length: _Table  # `_length_moments`
+    hermite: tuple[_Table, ...]  # `_hermite_moments`, one per `_SERIES`
+
+
+_TABLES: dict[Callable, _Tables] = {}  # by phi, for the process; oldest dropped beyond _KEPT
+_KEPT = 64
+
+
+def _tables(acts: list[registry.Activation]) -> list[_Tables]:
+    """The tables of each activation; those met for the first time share one compiled kernel."""
+    fresh = tuple(dict.fromkeys(a.fn for a in acts if a.fn not in _TABLES))
+    if fresh:
+        compilation_cache.enable()  # before the first compile, or JAX never looks at the cache
+    for index, fn in enumerate(fresh):
+        phi = _elementwise(fresh, index)
+        _TABLES[fn] = _Tables(
+            phi,
+            _Table(functools.partial(_length_moments, phi), 3),
+            tuple(
+                _Table(functools.partial(_hermite_moments, phi, series), series.degree + 3)
+                for series in _SERIES
+            ),
+        )
+    tables = [_TABLES[a.fn] for a in acts]
+    while len(_TABLES) > max(_KEPT, len(fresh)):
+        _TABLES.pop(next(iter(_TABLES)))
+    return tables
+
+
+# -------------------------------------------------------------------------------------------------
+# Fixed points, every configuration at once (each one iterates until it has converged).
 
 # q* is searched in q_1 * 4^[-15, 15], about q_1 * 10^[-9, 9].
 _LADDER_RATIO, _LADDER_STEPS = 4.0, 15
@@ -170,22 +364,23 @@ _Q_TINY, _Q_HUGE = 1e-100, 1e16
 _UNIT_TOL = 1e-12  # |ln x| below this counts as x = 1 (criticality, marginal stability)
 
 
-def _homogeneous_q_star(fn: Callable, sigma_w2, sigma_b2):
+def _homogeneous_q_star(table: _Table, sigma_w2, sigma_b2):
     """q* in closed form when phi(c x) = c phi(x) for c > 0: V(q) = a q + sigma_b^2 is linear,
     a = sigma_w^2 E[phi(z)^2]."""
-    a = sigma_w2 * _second_moment(fn, 1.0)
+    a = sigma_w2 * table(np.ones(1), slice(_M2, _M2 + 1))[0, 0]
     q1 = sigma_w2 + sigma_b2
-    marginal = jnp.abs(a - 1.0) <= _UNIT_TOL
+    marginal = np.abs(a - 1.0) <= _UNIT_TOL
     converges = a < 1.0 - _UNIT_TOL
     # a = 1 without bias: every q is a fixed point and the orbit stays at q_1.
-    return jnp.where(
-        converges,
-        sigma_b2 / (1.0 - a),
-        jnp.where(marginal & (sigma_b2 == 0), q1, jnp.inf),
-    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(
+            converges,
+            sigma_b2 / (1.0 - a),
+            np.where(marginal & (sigma_b2 == 0), q1, np.inf),
+        )
 
 
-def _generic_q_star(fn: Callable, sigma_w2, sigma_b2):
+def _generic_q_star(table: _Table, sigma_w2, sigma_b2):
     """The fixed point of V that the orbit from q_1 = sigma_w^2 + sigma_b^2 converges to.
 
     Walks q_1 * 4^k in the direction of V(q_1) - q_1 until the gap V(q) - q changes sign, then
@@ -196,153 +391,187 @@ def _generic_q_star(fn: Callable, sigma_w2, sigma_b2):
     """
     q1 = sigma_w2 + sigma_b2
 
-    def gap(q):
-        return sigma_w2 * _second_moment(fn, q) + sigma_b2 - q
+    def gap(rows, q):
+        return sigma_w2[rows] * table(q, slice(_M2, _M2 + 1))[:, 0] + sigma_b2[rows] - q
 
-    g1 = gap(q1)
-    ratio = jnp.where(g1 > 0, _LADDER_RATIO, 1.0 / _LADDER_RATIO)
-
-    def walk(state):
-        k, _, q, _ = state
-        return k + 1, q, q * ratio, gap(q * ratio)
-
-    def same_side(state):
-        k, _, _, g = state
-        return (k < _LADDER_STEPS) & (g * g1 > 0)
-
-    _, q_prev, q_last, g_last = jax.lax.while_loop(same_side, walk, (0, q1, q1, g1))
+    positive = q1[q1 > 0]
+    if positive.size:  # the ladder's reach, tabulated at once rather than a few panels a step
+        reach = _LADDER_RATIO**_LADDER_STEPS
+        table.cover(positive.min() / reach, positive.max() * reach)
+    g1 = gap(np.arange(q1.size), q1)
+    ratio = np.where(g1 > 0, _LADDER_RATIO, 1.0 / _LADDER_RATIO)
+    q_prev, q_last, g_last = q1.copy(), q1.copy(), g1.copy()
+    walking = np.arange(q1.size)
+    for _ in range(_LADDER_STEPS):
+        walking = walking[g_last[walking] * g1[walking] > 0]
+        if not walking.size:
+            break
+        q_prev[walking] = q_last[walking]
+        q_last[walking] *= ratio[walking]
+        g_last[walking] = gap(walking, q_last[walking])
     crossed = g_last * g1 <= 0
 
-    def newton(state):
-        i, lo, hi, q, _ = state  # V(lo) >= lo and V(hi) <= hi: the orbit's fixed point is between
-        m2, dm2, _ = _length_moments(fn, q)
-        g, dg = sigma_w2 * m2 + sigma_b2 - q, sigma_w2 * dm2 - 1.0
-        lo, hi = jnp.where(g > 0, q, lo), jnp.where(g > 0, hi, q)
-        step = q - g / dg
-        q_new = jnp.where((step >= lo) & (step <= hi), step, jnp.sqrt(lo * hi))
-        return i + 1, lo, hi, q_new, jnp.abs(q_new - q)
+    # V(lo) >= lo and V(hi) <= hi: the orbit's fixed point is between.
+    lo, hi = np.minimum(q_prev, q_last), np.maximum(q_prev, q_last)
+    q = np.sqrt(lo * hi)
+    moving = np.flatnonzero(crossed)
+    for _ in range(60):
+        if not moving.size:
+            break
+        at, w = q[moving], sigma_w2[moving]
+        m = table(at, slice(_M2, _DM2 + 1))
+        g, dg = w * m[:, 0] + sigma_b2[moving] - at, w * m[:, 1] - 1.0
+        lo[moving], hi[moving] = np.where(g > 0, at, lo[moving]), np.where(g > 0, hi[moving], at)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = at - g / dg
+        inside = (step >= lo[moving]) & (step <= hi[moving])
+        new = np.where(inside, step, np.sqrt(lo[moving] * hi[moving]))
+        q[moving] = new
+        moving = moving[np.abs(new - at) > 1e-14 * new]
+    return np.where(crossed, q, np.where(g1 > 0, np.inf, 0.0))
 
-    def moving(state):
-        i, _, _, q, delta = state
-        return (i < 60) & (delta > 1e-14 * q)
 
-    lo, hi = jnp.minimum(q_prev, q_last), jnp.maximum(q_prev, q_last)
-    init = (0, lo, hi, jnp.where(crossed, jnp.sqrt(lo * hi), q1), jnp.where(crossed, jnp.inf, 0.0))
-    root = jax.lax.while_loop(moving, newton, init)[3]
-    return jnp.where(crossed, root, jnp.where(g1 > 0, jnp.inf, 0.0))
-
-
-def _length_and_gradient(fn: Callable, homogeneous: bool, sigma_w2, sigma_b2):
-    """(q*, V'(q*), chi_1) of one configuration; at q* = 0 or inf, their limits."""
+def _length_and_gradient(tables: _Tables, homogeneous: bool, sigma_w2, sigma_b2):
+    """(q*, V'(q*), chi_1) of each configuration; at q* = 0 or inf, their limits."""
     if homogeneous:
-        q = _homogeneous_q_star(fn, sigma_w2, sigma_b2)
-        at = 1.0  # V'(q) and chi_1 do not depend on q
+        q = _homogeneous_q_star(tables.length, sigma_w2, sigma_b2)
+        at = np.ones_like(q)  # V'(q) and chi_1 do not depend on q
     else:
-        q = _generic_q_star(fn, sigma_w2, sigma_b2)
-        at = jnp.clip(q, _Q_TINY, _Q_HUGE)
-    _, dm2, d2 = _length_moments(fn, at)
-    return q, sigma_w2 * dm2, sigma_w2 * d2
+        q = _generic_q_star(tables.length, sigma_w2, sigma_b2)
+        at = np.clip(q, _Q_TINY, _Q_HUGE)
+    m = tables.length(at)
+    return q, sigma_w2 * m[:, _DM2], sigma_w2 * m[:, _D2]
 
 
-_MEHLER_DEGREE = 24
+def _polynomial(coef: np.ndarray, x: np.ndarray, derivatives: int) -> list[np.ndarray]:
+    """p(x), p'(x), ... up to `derivatives` by Horner's scheme, where coef[k] multiplies x^k.
 
-
-def _correlation_guess(fn: Callable, sigma_w2, sigma_b2, q):
-    """c* of the correlation map's Mehler series, truncated at degree 24, the rest lumped at 25.
-
-    C(c) = (sigma_w^2 sum_n a_n^2 c^n + sigma_b^2) / q* with a_n = E[phi(sqrt(q*) z) He_n(z)] /
-    sqrt(n!); the lumped remainder E[phi^2] - sum_{n <= 24} a_n^2 keeps C(1) = 1. Newton's method on
-    this convex polynomial converges monotonically from 0. Measured: a median 1e-8 from c*, at worst
-    1e-2 (kinked activations near the edge of chaos), which leaves two or three 2-D Newton steps.
+    Updates in place: a call costs a few array operations per term, not a temporary each.
     """
-    z, w = _gaussian_nodes(_FINE, jnp.sqrt(q), 0.0)
-    value = fn(jnp.sqrt(q) * z)
-
-    def hermite(carry, n):  # orthonormal He_n / sqrt(n!) by the three-term recurrence
-        previous, current = carry
-        following = (z * current - jnp.sqrt(n) * previous) / jnp.sqrt(n + 1.0)
-        return (current, following), w @ (value * current)
-
-    start = (jnp.zeros_like(z), jnp.ones_like(z))
-    _, a = jax.lax.scan(hermite, start, jnp.arange(_MEHLER_DEGREE + 1.0))
-    coef = sigma_w2 / q * jnp.append(a**2, w @ value**2 - jnp.sum(a**2))
-    coef = coef.at[0].add(sigma_b2 / q)  # C(c) = sum_n coef_n c^n
-    slope_coef = (coef * jnp.arange(coef.size))[1:]
-
-    def newton(c, _):
-        gap = jnp.polyval(coef[::-1], c) - c
-        step = gap / jnp.minimum(jnp.polyval(slope_coef[::-1], c) - 1.0, -_UNIT_TOL)
-        return jnp.clip(c - step, 0.0, 1.0), None
-
-    c, _ = jax.lax.scan(newton, 0.0, None, length=50)
-    return jnp.clip(c, 0.0, 1.0 - 1e-3)  # start left of c = 1, the trivial root of C(c) = c
+    values = [np.zeros_like(x) for _ in range(derivatives + 1)]
+    for k in range(coef.shape[0] - 1, -1, -1):
+        for d in range(derivatives, 0, -1):  # p^(d) <- p^(d) x + d p^(d-1), before p^(d-1) moves
+            values[d] *= x
+            values[d] += d * values[d - 1] if d > 1 else values[0]
+        values[0] *= x
+        values[0] += coef[k]
+    return values
 
 
-def _chaotic_correlation(fn: Callable, sigma_w2, sigma_b2, q):
-    """(c*, chi_c) for 0 < q* < inf and chi_1 > 1: the root of h(c) = C(c) - c in [0, 1).
+_MEHLER_STEPS = 50
+_SERIES_TOL = 1e-10  # the series answers where its truncation moves c* and chi_c by less
 
-    By Mehler's formula C(c) = (sigma_w^2 sum_n a_n^2 c^n + sigma_b^2) / q*, with a_n the normalised
-    Hermite coefficients of phi(sqrt(q*) z): C is convex and increasing on [0, 1], C(1) = 1 and
-    C'(1) = chi_1 > 1, so h >= 0 on [0, c*] and h < 0 on (c*, 1). Newton steps from
-    `_correlation_guess` refine the bracket [0, 1]; a step that leaves it is replaced by bisection
-    in log(1 - c), since c* crowds towards 1 near the edge of chaos. When chi_1 - 1 is so small
-    (about 1e-4) that h on [c*, 1] is below the quadrature accuracy, the iteration may end at c = 1
-    with chi_c >= 1: that is reported as c* = 1, chi_c = 1 (xi_c = inf), critical within resolution.
+
+def _mehler_correlation(table: _Table, top: int, sigma_w2, sigma_b2, q):
+    """(c*, chi_c, resolved) from the correlation map's Mehler series, truncated at degree `top`.
+
+    C(c) = (sigma_w^2 sum_n a_n^2 c^n + sigma_b^2) / q*, a_n the normalised Hermite coefficients of
+    phi(sqrt(q*) z), is convex and increasing on [0, 1] with C(1) = 1 and C'(1) = chi_1 > 1. The
+    part past degree N = `top` is lumped at degree N + 1 (so that C(1) = 1 stays exact), and
+    Newton steps from c = 0 climb monotonically to the root of C(c) = c below 1.
+
+    With R_0 = sum_{n>N} a_n^2 and R_1 = sum_{n>N} n a_n^2 (from E[phi^2] and q E[phi'^2]), the
+    lumped series is off by at most sigma_w^2 / q* R_0 c^(N+1) in C and sigma_w^2 / q* R_1 c^N in
+    C', and sum_{n>N} n (n - 1) a_n^2 c^(n-2) <= R_1 max_{m>=N} m c^(m-1). `resolved` says where
+    these bounds keep c* and chi_c within `_SERIES_TOL`; elsewhere (kinked activations, or c*
+    near 1) the series is a start. Interpolating the coefficients adds about 1e-14 to C (measured),
+    far below the 2-D rule's own error.
     """
+    tabulated = table(q)
+    squares = tabulated[:, : top + 1] ** 2
+    ratio = sigma_w2 / q
+    rest0 = np.maximum(tabulated[:, top + 1] - squares.sum(1), 0.0)
+    weighted = np.einsum("nk,k->n", squares, np.arange(top + 1.0))
+    rest1 = np.maximum(tabulated[:, top + 2] - weighted, 0.0)
+    coef = ratio * np.concatenate([squares, rest0[:, None]], 1).T  # coef[k] multiplies c^k
+    coef[0] += sigma_b2 / q
 
-    def newton(state):
-        i, lo, hi, c, _, _ = state
-        both, both_prime = _bivariate_moments(fn, q, c)
-        gap, slope = (sigma_w2 * both + sigma_b2) / q - c, sigma_w2 * both_prime
-        lo, hi = jnp.where(gap > 0, c, lo), jnp.where(gap > 0, hi, c)
-        step = c - gap / (slope - 1.0)
-        middle = 1.0 - jnp.sqrt((1.0 - lo) * (1.0 - hi))
-        c_new = jnp.where((step >= lo) & (step <= hi), step, middle)
-        return i + 1, lo, hi, c_new, slope, jnp.abs(c_new - c)
+    # Exact Newton steps shrink towards the root; once rounding stops them shrinking, stop.
+    c, step = np.zeros(q.size), np.full(q.size, np.inf)
+    moving = np.arange(q.size)
+    for _ in range(_MEHLER_STEPS):
+        if not moving.size:
+            break
+        value, slope = _polynomial(coef[:, moving], c[moving], 1)
+        old, previous = c[moving], step[moving]
+        c[moving] = np.clip(old - (value - old) / np.minimum(slope - 1.0, -_UNIT_TOL), 0.0, 1.0)
+        step[moving] = np.abs(c[moving] - old)
+        moving = moving[(step[moving] > 1e-15) & (step[moving] < previous)]
+    _, slope, bend = _polynomial(coef, c, 2)
 
-    def moving(state):
-        i, *_, delta = state
-        return (i < 40) & (delta > 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        power = c**top
+        off, off_slope = ratio * rest0 * power * c, ratio * rest1 * power  # in C and in C'
+        margin = 1.0 - slope - off_slope  # at least the slope of c - C(c) between c* and c
+        # Of c*, which lies in [c - shift, c] (plus the last step where rounding stalled Newton's).
+        shift = np.where(margin > 0, off / margin, np.inf) + step
+        turn = np.maximum(top, np.floor(-1.0 / np.log(c)))  # where m c^(m-1) peaks
+        peak = np.maximum(turn * c ** (turn - 1.0), (turn + 1.0) * c**turn)
+        off_chi = off_slope + (bend + ratio * rest1 * np.nan_to_num(peak)) * shift
+    return c, slope, (shift <= _SERIES_TOL) & (off_chi <= _SERIES_TOL)
 
-    start = _correlation_guess(fn, sigma_w2, sigma_b2, q)
-    init = (0, 0.0, 1.0, start, jnp.nan, jnp.inf)
-    _, _, _, c, slope, _ = jax.lax.while_loop(moving, newton, init)
-    # The slope was taken at the previous iterate, within 1e-9 of c*.
+
+def _bivariate_correlation(phi: Phi, sigma_w2, sigma_b2, q, start):
+    """(c*, chi_c) for 0 < q* < inf and chi_1 > 1: Newton steps on the 2-D quadrature from `start`.
+
+    h(c) = C(c) - c is >= 0 on [0, c*] and < 0 on (c*, 1) (see `_mehler_correlation`). Newton steps
+    refine the bracket [0, 1]; a step that leaves it is replaced by bisection in log(1 - c), since
+    c* crowds towards 1 near the edge of chaos. When chi_1 - 1 is so small (about 1e-4) that h on
+    [c*, 1] is below the quadrature accuracy, the iteration may end at c = 1 with chi_c >= 1: that
+    is reported as c* = 1, chi_c = 1 (xi_c = inf), critical within resolution.
+    """
+    lo, hi = np.zeros(q.size), np.ones(q.size)
+    c, slope = np.array(start, float), np.full(q.size, np.nan)
+    moving = np.arange(q.size)
+    for _ in range(40):
+        if not moving.size:
+            break
+        at, w = c[moving], sigma_w2[moving]
+        both, both_prime = _bivariate_moments(phi, q[moving], at)
+        gap = (w * both + sigma_b2[moving]) / q[moving] - at
+        slope[moving] = w * both_prime  # at the previous iterate, within 1e-9 of c* at the end
+        lo[moving], hi[moving] = (
+            np.where(gap > 0, at, lo[moving]),
+            np.where(gap > 0, hi[moving], at),
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = at - gap / (slope[moving] - 1.0)
+        middle = 1.0 - np.sqrt((1.0 - lo[moving]) * (1.0 - hi[moving]))
+        new = np.where((step >= lo[moving]) & (step <= hi[moving]), step, middle)
+        c[moving] = new
+        moving = moving[np.abs(new - at) > 1e-9]
     unresolved = slope >= 1.0
-    return jnp.where(unresolved, 1.0, c), jnp.where(unresolved, 1.0, slope)
+    return np.where(unresolved, 1.0, c), np.where(unresolved, 1.0, slope)
 
 
-@functools.partial(jax.jit, static_argnames=("fn", "homogeneous"))
-def _length_batch(sigma_w2, sigma_b2, *, fn, homogeneous):
-    return jax.vmap(functools.partial(_length_and_gradient, fn, homogeneous))(sigma_w2, sigma_b2)
+_SERIES_BLOCK = 1 << 14  # configurations per series solve, to keep its arrays small
+_BIVARIATE_LANES = 16  # configurations per 2-D quadrature call (about 4 MB per array each)
 
 
-@functools.partial(jax.jit, static_argnames=("fn",))
-def _correlation_batch(sigma_w2, sigma_b2, q, *, fn):
-    return jax.vmap(functools.partial(_chaotic_correlation, fn))(sigma_w2, sigma_b2, q)
+def _chaotic_correlation(tables: _Tables, sigma_w2, sigma_b2, q):
+    """(c*, chi_c) for 0 < q* < inf and chi_1 > 1: the shortest series that resolves them, else 2-D."""
+    c, chi_c = np.empty(q.size), np.empty(q.size)
+    rest = np.arange(q.size)
+    for series, table in zip(_SERIES, tables.hermite, strict=True):
+        resolved = np.zeros(rest.size, bool)
+        for block in range(0, rest.size, _SERIES_BLOCK):
+            rows = rest[block : block + _SERIES_BLOCK]
+            c[rows], chi_c[rows], resolved[block : block + _SERIES_BLOCK] = _mehler_correlation(
+                table, series.degree, sigma_w2[rows], sigma_b2[rows], q[rows]
+            )
+        rest = rest[~resolved]
+        if not rest.size:
+            return c, chi_c
+    start = np.minimum(c, 1.0 - 1e-3)  # left of c = 1, the trivial root of C(c) = c
+    for part in np.array_split(rest, -(-rest.size // _BIVARIATE_LANES)):
+        c[part], chi_c[part] = _bivariate_correlation(
+            tables.phi, sigma_w2[part], sigma_b2[part], q[part], start[part]
+        )
+    return c, chi_c
 
 
 # -------------------------------------------------------------------------------------------------
-# Host side: inputs, chunking, assembly.
-
-
-_BUCKETS = (1, 128, 1024)  # padded batch sizes: one compilation each per activation and kernel
-
-
-def _map_chunks(kernel: Callable, *columns: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
-    """Applies a jitted, vmapped kernel to 1-D columns in padded chunks of at most `chunk` rows.
-
-    Chunks bound memory. A vmapped while loop runs until its slowest lane is done, so callers
-    order the rows to put slow lanes together.
-    """
-    n = len(columns[0])
-    size = min(chunk, next(b for b in _BUCKETS if b >= min(n, _BUCKETS[-1])))
-    padded = [np.resize(c, -(-max(n, 1) // size) * size) for c in columns]  # repeats, never empty
-    parts = [
-        kernel(*(jnp.asarray(c[i : i + size]) for c in padded))
-        for i in range(0, len(padded[0]), size)
-    ]
-    return tuple(np.concatenate(p)[:n] for p in zip(*parts, strict=True))
+# Host side: inputs and assembly.
 
 
 def _as_activation(activation) -> registry.Activation:
@@ -410,28 +639,23 @@ class MeanField(NamedTuple):
 
 
 def _evaluate(act: registry.Activation, sigma_w2, sigma_b2, correlation: bool) -> dict:
-    """The kernels over the distinct (sigma_b2, sigma_w2) pairs, expanded to the input shape."""
-    with jax.enable_x64(True):
-        sw2, sb2 = _scales(sigma_w2, sigma_b2)
-        # Sorted by sigma_b2 first: the slow no-bias lanes (q* = 0) share chunks.
-        pairs, inverse = np.unique(
-            np.stack([sb2.ravel(), sw2.ravel()], 1), axis=0, return_inverse=True
-        )
-        sb2_u, sw2_u = pairs[:, 0], pairs[:, 1]
-        kernel = functools.partial(_length_batch, fn=act.fn, homogeneous=act.homogeneous)
-        q, slope, chi = _map_chunks(kernel, sw2_u, sb2_u, chunk=1024)
-        out = {"q_star": q, "length_slope": slope, "chi1": chi}
-        if correlation:
-            c_star, chi_c = np.ones_like(q), np.where(np.isinf(q), 1.0, chi)
-            with np.errstate(divide="ignore"):
-                chaotic = (q > 0) & np.isfinite(q) & (np.log(chi) > _UNIT_TOL)
-            rows = np.flatnonzero(chaotic)[np.argsort(chi[chaotic])]  # near-critical ones together
-            if rows.size:
-                kernel = functools.partial(_correlation_batch, fn=act.fn)
-                c_star[rows], chi_c[rows] = _map_chunks(
-                    kernel, sw2_u[rows], sb2_u[rows], q[rows], chunk=128
-                )
-            out |= {"c_star": c_star, "chi_c": chi_c}
+    """The fixed points of the distinct (sigma_w2, sigma_b2) pairs, expanded to the input shape."""
+    sw2, sb2 = _scales(sigma_w2, sigma_b2)
+    # A complex view sorts the pairs lexicographically, far faster than np.unique(axis=0).
+    pairs, inverse = np.unique(sw2.ravel() + 1j * sb2.ravel(), return_inverse=True)
+    sw2_u, sb2_u = pairs.real.copy(), pairs.imag.copy()
+    (tables,) = _tables([act])
+    q, slope, chi = _length_and_gradient(tables, act.homogeneous, sw2_u, sb2_u)
+    out = {"q_star": q, "length_slope": slope, "chi1": chi}
+    if correlation:
+        c_star, chi_c = np.ones_like(q), np.where(np.isinf(q), 1.0, chi)
+        with np.errstate(divide="ignore"):
+            rows = np.flatnonzero((q > 0) & np.isfinite(q) & (np.log(chi) > _UNIT_TOL))
+        if rows.size:
+            c_star[rows], chi_c[rows] = _chaotic_correlation(
+                tables, sw2_u[rows], sb2_u[rows], q[rows]
+            )
+        out |= {"c_star": c_star, "chi_c": chi_c}
     return {k: v[inverse.reshape(-1)].reshape(sw2.shape) for k, v in out.items()}
 
 
@@ -528,6 +752,7 @@ def predict(activation, sigma_w2, sigma_b2, depth) -> dict[str, np.ndarray]:
     if names is not None:
         names = np.broadcast_to(names, sw2.shape)
         groups = [(name, names == name) for name in dict.fromkeys(names.ravel())]
+    _tables([_as_activation(name) for name, _ in groups])  # one kernel for those new here
     for name, mask in groups:
         mf = mean_field(name, sw2[mask], sb2[mask])
         for k in keys:

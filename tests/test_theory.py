@@ -21,20 +21,20 @@ def phi(x):
     return math.exp(-x * x / 2.0) / math.sqrt(2.0 * math.pi)
 
 
-_length_moments = jax.jit(theory._length_moments, static_argnums=0)
-_bivariate_moments = jax.jit(theory._bivariate_moments, static_argnums=0)
+def elementwise(name):
+    """The module's (phi, phi') of a registered activation."""
+    return theory._elementwise((ACTIVATIONS[name].fn,), 0)
 
 
 def moments(name, q):
     """(E[phi^2], dE[phi^2]/dq, E[phi'^2]) at u = sqrt(q) z by the module's 1-D quadrature."""
-    with jax.enable_x64(True):
-        return tuple(float(m) for m in _length_moments(ACTIVATIONS[name].fn, q))
+    return tuple(float(m) for m in theory._length_moments(elementwise(name), np.array([q]))[0])
 
 
 def bivariate(name, q, c):
     """(E[phi(u_1) phi(u_2)], E[phi'(u_1) phi'(u_2)]) by the module's 2-D quadrature."""
-    with jax.enable_x64(True):
-        return tuple(float(m) for m in _bivariate_moments(ACTIVATIONS[name].fn, q, c))
+    both = theory._bivariate_moments(elementwise(name), np.array([q]), np.array([c]))
+    return tuple(float(m[0]) for m in both)
 
 
 # --- quadrature against closed forms -------------------------------------------------------------
@@ -206,6 +206,41 @@ def test_erf_correlation_fixed_point_matches_closed_form_maps():
         assert mf.xi_c == pytest.approx(-1 / math.log(chi_c), rel=1e-4)
 
 
+def erf_maps_solved(sw2, sb2):
+    """(q*, c*, chi_c) of erf from its closed-form maps, by bisection (vectorised)."""
+
+    def bisect(gap, lo, hi):  # gap(lo) > 0 >= gap(hi)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = np.where(gap(mid) > 0, mid, lo), np.where(gap(mid) > 0, hi, mid)
+        return (lo + hi) / 2
+
+    def length(q):
+        return sw2 * 2 / np.pi * np.arcsin(2 * q / (1 + 2 * q)) + sb2 - q
+
+    q = bisect(length, np.full(sw2.shape, 1e-12), np.full(sw2.shape, 1e3))  # concave: one root
+
+    def correlation(c):
+        return (sw2 * 2 / np.pi * np.arcsin(2 * q * c / (1 + 2 * q)) + sb2) / q - c
+
+    c = bisect(correlation, np.zeros(sw2.shape), np.full(sw2.shape, 1.0 - 1e-13))
+    return q, c, sw2 * 4 / np.pi / np.sqrt((1 + 2 * q) ** 2 - (2 * q * c) ** 2)
+
+
+def test_erf_correlation_fixed_points_match_closed_forms_on_many_pairs():
+    # From the ordered phase across the edge of chaos (near it c* is ill-conditioned, chi_c not).
+    rng = np.random.default_rng(11)
+    sw2, sb2 = rng.uniform(0.5, 5.0, 400), rng.choice([0.0, 0.01, 0.05, 0.2, 0.5, 1.0], 400)
+    mf = theory.mean_field("erf", sw2, sb2)
+    chaotic = (mf.phase == "chaotic") & (mf.q_status == "finite")
+    assert chaotic.sum() > 200
+    q, c, chi_c = erf_maps_solved(sw2[chaotic], sb2[chaotic])
+    np.testing.assert_allclose(mf.q_star[chaotic], q, rtol=1e-9)
+    np.testing.assert_allclose(mf.chi_c[chaotic], chi_c, rtol=0, atol=1e-8)
+    clear = chi_c < 0.99
+    np.testing.assert_allclose(mf.c_star[chaotic][clear], c[clear], rtol=0, atol=1e-9)
+
+
 def test_ordered_phase_has_c_star_one_and_xi_c_equal_to_xi_grad():
     mf = theory.mean_field("tanh", 1.0, 0.05)
     assert mf.phase == "ordered" and mf.c_star == 1.0
@@ -271,11 +306,31 @@ def test_grid_equals_scalar_calls():
             assert got == value if isinstance(value, str) else got == pytest.approx(value, rel=1e-9)
 
 
-def test_a_kernel_compiles_once_per_batch_size():
-    theory.q_star("tanh", [0.4, 0.6, 0.8], 0.1)
-    size = theory._length_batch._cache_size()
-    theory.q_star("tanh", np.linspace(0.3, 3.0, 16), 0.2)
-    assert theory._length_batch._cache_size() == size
+def backend_compiles(fn):
+    """How many XLA compilations `fn()` triggers (jax.monitoring)."""
+    durations = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            durations.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        fn()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return len(durations)
+
+
+def test_later_calls_of_any_size_compile_nothing():
+    theory.mean_field("tanh", [0.4, 0.6, 2.5], 0.1)
+
+    def more():  # other sizes, and q far from the first call's: new table panels
+        theory.mean_field("tanh", np.linspace(0.3, 3.0, 16), 0.2)
+        theory.q_star("tanh", np.geomspace(1e-3, 1e3, 2000), 0.0)
+        theory.predict("tanh", 40.0, 7.0, 10)
+
+    assert backend_compiles(more) == 0
 
 
 def test_predict_vectorises_over_activations_and_depth():

@@ -1,0 +1,146 @@
+"""The mean-field columns of a sweep: one compilation however many activations it has, the same
+numbers as per-configuration theory calls, and a series solution that the 2-D quadrature confirms."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradbench import cli, registry, results, runner, theory
+
+ACTIVATIONS = sorted(registry.ACTIVATIONS)
+
+
+def summary_of(pairs: list[tuple[str, float, float, int]]) -> pd.DataFrame:
+    """The config columns `runner.with_theory` reads, one row per (activation, sigma_w2, sigma_b2, depth)."""
+    return pd.DataFrame(pairs, columns=["activation", "sigma_w2", "sigma_b2", "depth"])
+
+
+def random_pairs(seed: int, per_activation: int) -> list[tuple[str, float, float, int]]:
+    """sigma_w^2 from the ordered phase through the edge of chaos into the chaotic one, with and
+    without bias, at two depths."""
+    rng = np.random.default_rng(seed)
+    return [
+        (name, float(w), float(b), int(d))
+        for name in ACTIVATIONS
+        for w, b, d in zip(
+            rng.uniform(0.3, 6.0, per_activation),
+            rng.choice([0.0, 0.01, 0.05, 0.3], per_activation),
+            rng.choice([8, 64], per_activation),
+            strict=True,
+        )
+    ]
+
+
+def test_theory_columns_equal_per_pair_theory_on_every_activation():
+    summary = summary_of(random_pairs(seed=13, per_activation=60))
+    columns = runner.with_theory(summary)
+    rng = np.random.default_rng(0)
+    checked = set()
+    for name, rows in columns.groupby("activation"):
+        for row in rows.iloc[rng.choice(len(rows), 6, replace=False)].itertuples():
+            one = theory.mean_field(row.activation, row.sigma_w2, row.sigma_b2)
+            assert row.q_star == pytest.approx(
+                float(theory.q_star(name, row.sigma_w2, row.sigma_b2)), rel=1e-12, abs=1e-300
+            )
+            assert row.chi1 == pytest.approx(
+                float(theory.chi1(name, row.sigma_w2, row.sigma_b2)), rel=1e-12
+            )
+            assert row.xi_c == pytest.approx(float(one.xi_c), rel=1e-12)
+            ratio = (row.depth - 1) * np.log10(float(one.chi1)) / 2
+            assert row.predicted_log10_delta_ratio == pytest.approx(ratio, rel=1e-12, abs=1e-12)
+            checked.add(str(one.phase))
+        assert len(rows) == 60
+    assert checked >= {"ordered", "chaotic"}
+
+
+def test_run_writes_the_per_pair_theory_columns(tmp_path):
+    spec = tmp_path / "theory.toml"
+    spec.write_text(
+        textwrap.dedent(
+            """
+            name = "theory-columns"
+            [model]
+            width = 8
+            batch = 4
+            [axes]
+            activation = ["tanh", "erf"]
+            sigma_w2 = [0.5, 1.5, 2.5, 4.0]
+            sigma_b2 = [0.0, 0.1]
+            depth = [3]
+            """
+        )
+    )
+    out = tmp_path / "run"
+    assert cli.main(["run", str(spec), "--out", str(out), "--quiet", "--no-report"]) == 0
+    summary = results.load(out).summary
+    assert set(summary["activation"]) == {"tanh", "erf"} and len(summary) == 16
+    for row in summary.itertuples():
+        one = theory.mean_field(row.activation, row.sigma_w2, row.sigma_b2)
+        assert row.chi1 == pytest.approx(float(one.chi1), rel=1e-12)
+        assert row.q_star == pytest.approx(float(one.q_star), rel=1e-12, abs=1e-300)
+        assert row.xi_c == pytest.approx(float(one.xi_c), rel=1e-12)
+    assert (summary["chi1"] > 1).any() and (summary["chi1"] < 1).any()
+
+
+COUNT_COMPILES = """
+import json, sys
+import jax
+import pandas as pd
+from gradbench import runner
+jax.config.update("jax_enable_compilation_cache", False)  # cold: compile, never load
+compiles = []
+
+def listener(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        compiles.append(duration)
+
+jax.monitoring.register_event_duration_secs_listener(listener)
+summary = pd.DataFrame(json.loads(sys.argv[1]), columns=["activation", "sigma_w2", "sigma_b2", "depth"])
+columns = runner.with_theory(summary)
+print(json.dumps({"compiles": len(compiles), "finite_chi1": int(columns["chi1"].notna().sum())}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_theory_columns_over_many_activations_compile_once():
+    names = ["tanh", "relu", "gelu", "erf", "selu", "sigmoid", "softsign", "relu6"]
+    pairs = [(n, w, b, 16) for n in names for w in (0.5, 1.0, 2.0, 3.5) for b in (0.0, 0.05)]
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["GRADBENCH_CACHE_DIR"] = "off"
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_COMPILES, json.dumps(pairs)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    counted = json.loads(done.stdout.splitlines()[-1])
+    assert counted["finite_chi1"] == len(pairs)
+    # One elementwise kernel (phi and phi' of all eight activations behind a traced switch).
+    assert counted["compiles"] == 1
+
+
+@pytest.mark.parametrize("name", ["erf", "hard_tanh", "relu6", "selu", "softsign", "tanh"])
+def test_series_fixed_point_agrees_with_the_two_dimensional_quadrature(name):
+    """c* and chi_c where the correlation map contracts clearly (chi_c < 0.95), against Newton
+    steps on the 2-D quadrature from c = 0.5: two independent numerical routes."""
+    rng = np.random.default_rng(3)
+    sigma_w2, sigma_b2 = rng.uniform(0.5, 6.0, 300), rng.choice([0.0, 0.02, 0.1, 0.4], 300)
+    mf = theory.mean_field(name, sigma_w2, sigma_b2)
+    rows = np.flatnonzero((mf.q_status == "finite") & (mf.phase == "chaotic") & (mf.chi_c < 0.95))
+    assert rows.size >= 10
+    rows = rows[:24]
+    phi = theory._elementwise((registry.ACTIVATIONS[name].fn,), 0)
+    c, chi_c = theory._bivariate_correlation(
+        phi, sigma_w2[rows], sigma_b2[rows], mf.q_star[rows], np.full(rows.size, 0.5)
+    )
+    # The 2-D rule is within about 1e-9 in C; c* moves by that over 1 - chi_c.
+    np.testing.assert_allclose(mf.c_star[rows], c, rtol=0, atol=5e-7)
+    np.testing.assert_allclose(mf.chi_c[rows], chi_c, rtol=0, atol=1e-7)
