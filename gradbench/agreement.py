@@ -29,7 +29,8 @@ REASONS = {
 
 def cells(summary: pd.DataFrame) -> pd.DataFrame:
     """Replicate means of the measured factor and theory's chi_1, one row per cell (needs chi1)."""
-    frame = summary.assign(measured=10 ** (2 * summary["delta_growth"]))
+    measured = 10 ** (2 * summary["delta_growth"])
+    frame = summary.assign(measured=measured, missing=measured.isna())
     if "q_star" not in frame:
         frame["q_star"] = np.nan
     keys = [c for c in CELL if c in frame]
@@ -39,29 +40,33 @@ def cells(summary: pd.DataFrame) -> pd.DataFrame:
         chi1=("chi1", "first"),
         q_star=("q_star", "first"),
         replicates=("measured", "size"),
-        unmeasured=("measured", lambda m: bool(m.isna().any())),
+        unmeasured=("missing", "any"),
     ).reset_index()
     out["ratio"] = out["measured"] / out["chi1"]
     out["agrees"] = (out["ratio"] - 1).abs() <= TOLERANCE
-    out["reasons"] = [", ".join(_reasons(row)) for row in out.to_dict("records")]
+    out["reasons"] = _reasons(out)
     return out
 
 
-def _reasons(row: dict) -> list[str]:
-    found = []
-    if row.get("depth", 99) < 16:
-        found.append("short")
-    if row["q_star"] == 0:
-        found.append("collapsing")
-    if np.isinf(row["q_star"]) and row.get("activation") not in ("relu", "leaky_relu", "linear"):
-        found.append("unbounded")
-    if row.get("activation") in BOUNDED and row["q_star"] > 50:
-        found.append("saturated")
-    if row.get("width", 1024) < 128:
-        found.append("narrow")
-    if row["unmeasured"]:
-        found.append("unmeasured")
-    return found
+def _reasons(table: pd.DataFrame) -> pd.Series:
+    """The keys of REASONS that apply to each cell, comma-separated (always in the same order)."""
+
+    def column(name: str, default) -> pd.Series:
+        return table[name] if name in table else pd.Series(default, index=table.index)
+
+    activation, q_star = column("activation", ""), table["q_star"].astype(float)
+    applies = {
+        "short": column("depth", 99) < 16,
+        "collapsing": q_star == 0,
+        "unbounded": np.isinf(q_star) & ~activation.isin(["relu", "leaky_relu", "linear"]),
+        "saturated": activation.isin(BOUNDED) & (q_star > 50),
+        "narrow": column("width", 1024) < 128,
+        "unmeasured": table["unmeasured"].astype(bool),
+    }
+    reasons = pd.Series("", index=table.index, dtype=object)
+    for key, mask in applies.items():
+        reasons = reasons.where(~mask, reasons + ", " + key)
+    return reasons.str.removeprefix(", ")
 
 
 def score(table: pd.DataFrame) -> dict:

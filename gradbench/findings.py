@@ -13,9 +13,8 @@ import pandas as pd
 
 from gradbench import plots
 
-SYMBOLS = {"sigma_w2": "σ_w²", "sigma_w": "σ_w", "sigma_b2": "σ_b²", "sigma_b": "σ_b"}
-
-SEVERITY = ("nonfinite", "exploding", "vanishing", "stable")  # ties go to the first
+SYMBOLS = plots.SYMBOLS
+SEVERITY = plots.SEVERITY  # ties go to the first
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,14 @@ def symbol(name: str) -> str:
 def majority(regimes: pd.Series) -> str:
     counts = regimes.value_counts()
     return max(counts.index, key=lambda r: (counts[r], -SEVERITY.index(r) if r in SEVERITY else -9))
+
+
+def majorities(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """`majority` of the regime per group of `keys`, in one groupby (ties go to the more severe)."""
+    counts = frame.groupby(keys, sort=True, observed=True, dropna=False)["regime"].value_counts()
+    counts = counts.unstack(fill_value=0)
+    order = [*(r for r in SEVERITY if r in counts), *sorted(set(counts) - set(SEVERITY))]
+    return counts[order].idxmax(axis=1)  # the first maximum in severity order
 
 
 def grid_runs(values: np.ndarray, chosen: np.ndarray) -> list[tuple[float, float]]:
@@ -118,41 +125,83 @@ def findings(summary: pd.DataFrame, threshold: float, *, scale: str | None = Non
     """
     scale = scale or scale_axis(summary)
     facets = finding_facets(summary, scale)
-    groups = summary.groupby(facets, sort=True, observed=True) if facets else [((), summary)]
+    deep = at_largest_depth(summary, facets)
+    by = scale or "_all"
+    deep = deep if scale else deep.assign(_all=0)
+    regimes = majorities(deep, [*facets, by])
+    means = _per_scale(deep, [*facets, by])
     out: list[Finding] = []
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, depth in _facet_depths(deep, facets):
         name = facet_name(summary, facets, key)
         facet = dict(zip(facets, key, strict=True))
-        depth = int(part["depth"].max())
-        deep = part[part["depth"] == depth]
+        at = _facet_rows(means, facets, key)
         if scale is not None:
-            out.append(_regimes(name, facet, deep, scale, depth, threshold))
-            out += _critical(name, facet, deep, scale, depth)
-        out += _factors(name, facet, deep, scale, depth)
+            out.append(
+                _regimes(name, facet, _facet_rows(regimes, facets, key), scale, depth, threshold)
+            )
+            out += _critical(name, facet, at, scale, depth)
+        out += _factors(name, facet, at, scale, depth)
     out.append(_nonfinite(summary, scale))
     if "underflow" in summary and summary["underflow"].astype(bool).any():
-        n = int(summary["underflow"].astype(bool).sum())
-        out.append(
-            Finding(
-                f"{n} config{'s' * (n != 1)} underflowed (a gradient was zero or subnormal in "
-                "the compute dtype): their r is not a number and their regime comes from the "
-                "bound on r.",
-                {"count": n},
-                kind="underflow",
-            )
-        )
+        out.append(_underflow(summary))
     return out
 
 
-def _regimes(name, facet, deep, scale, depth, t) -> Finding:
-    by = deep.groupby(scale)["regime"].agg(majority).sort_index()
+def _underflow(summary: pd.DataFrame) -> Finding:
+    """How many configs lost a signal to underflow, and the regimes of those left without an r."""
+    lost = summary[summary["underflow"].astype(bool)]
+    n = len(lost)
+    no_r = lost[lost["log10_delta_ratio"].isna()]
+    numbers = {"count": n, "without_r": len(no_r)}
+    text = (
+        f"{n} config{'s' * (n != 1)} underflowed (a backward signal was zero or below what the "
+        "compute dtype resolves)"
+    )
+    if len(no_r):
+        counts = no_r["regime"].value_counts()
+        regimes = [r for r in SEVERITY if r in counts] + sorted(set(counts.index) - set(SEVERITY))
+        numbers |= {f"{r}_count": int(counts[r]) for r in regimes}
+        shown = ", ".join(f"{int(counts[r])} {r}" for r in regimes)
+        text += f"; {len(no_r)} of them have no r: {shown}"
+        if "vanishing" in counts:
+            text += " (vanishing: even the largest norm a lost signal can have puts r below −t)"
+        if "unmeasured" in counts:
+            text += ' (unmeasured: nothing proves a regime; measure = "log" measures them)'
+    return Finding(text + ".", numbers, kind="underflow")
+
+
+def at_largest_depth(summary: pd.DataFrame, facets: list[str]) -> pd.DataFrame:
+    """The rows of `summary` at the largest depth of their facet."""
+    if not facets:
+        return summary[summary["depth"] == summary["depth"].max()]
+    deepest = summary.groupby(facets, sort=False, observed=True)["depth"].transform("max")
+    return summary[summary["depth"] == deepest]
+
+
+def _facet_depths(deep: pd.DataFrame, facets: list[str]) -> list[tuple[tuple, int]]:
+    """(facet key, depth) for every facet of `at_largest_depth` rows, in sorted order."""
+    if not facets:
+        return [((), int(deep["depth"].max()))]
+    depths = deep.groupby(facets, sort=True, observed=True)["depth"].max()
+    keys = [k if isinstance(k, tuple) else (k,) for k in depths.index]
+    return list(zip(keys, depths.astype(int).tolist(), strict=True))
+
+
+def _facet_rows(frame: pd.DataFrame | pd.Series, facets: list[str], key: tuple):
+    """The rows of a table indexed by (*facets, scale) that belong to facet `key`, by scale."""
+    return frame.xs(key, level=facets) if facets else frame
+
+
+def _regimes(name, facet, by: pd.Series, scale, depth, t) -> Finding:
+    """`by`: the majority regime per scale value at the largest depth."""
+    by = by.sort_index()
     values = by.index.to_numpy(float)
     sym, pieces, numbers = symbol(scale), [], {"depth": depth, "threshold": float(t)}
     for regime, members in (
         ("vanishing", ("vanishing",)),
         ("stable", ("stable",)),
         ("exploding", ("exploding", "nonfinite")),
+        ("unmeasured", ("unmeasured",)),
     ):
         chosen = by.isin(members).to_numpy()
         if not chosen.any():
@@ -174,17 +223,17 @@ def _regimes(name, facet, deep, scale, depth, t) -> Finding:
     return Finding(text, numbers, facet, "regimes")
 
 
-def _per_scale(deep: pd.DataFrame, scale: str) -> pd.DataFrame:
-    """Mean over the replicates with a finite growth and ratio, per scale value."""
+def _per_scale(deep: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean over the replicates with a finite growth and ratio, per value of `keys`."""
     ok = np.isfinite(deep["delta_growth"]) & np.isfinite(deep["log10_delta_ratio"])
     cols = ["delta_growth", "log10_delta_ratio"]
     cols += [c for c in ("log10_grad_w_ratio", "chi1") if c in deep]
-    grouped = deep[ok].groupby(scale)
-    return grouped[cols].mean().assign(replicates=grouped.size()).sort_index()
+    grouped = deep[ok].groupby(keys, sort=True, observed=True)
+    return grouped[cols].mean().assign(replicates=grouped.size())
 
 
-def _critical(name, facet, deep, scale, depth) -> list[Finding]:
-    means = _per_scale(deep, scale)
+def _critical(name, facet, means, scale, depth) -> list[Finding]:
+    """`means`: `_per_scale` of the facet, indexed by scale value."""
     if len(means) < 2:
         return []
     xs, sym = means.index.to_numpy(float), symbol(scale)
@@ -209,11 +258,8 @@ def _critical(name, facet, deep, scale, depth) -> list[Finding]:
     return [Finding(f"{text} (depth {depth}).", numbers, facet, "critical")]
 
 
-def _factors(name, facet, deep, scale, depth) -> list[Finding]:
-    if scale is None:
-        means = _per_scale(deep.assign(_all=0), "_all")
-    else:
-        means = _per_scale(deep, scale)
+def _factors(name, facet, means, scale, depth) -> list[Finding]:
+    """`means`: `_per_scale` of the facet, indexed by scale value (or a constant without one)."""
     if means.empty:
         return []
     picks = [means.index[0], means["delta_growth"].abs().idxmin(), means.index[-1]]
@@ -276,14 +322,15 @@ def glance(
     gradient vanish, from which scale it explodes, and how fast it grows per layer at the largest scale.
     """
     rows = []
-    groups = summary.groupby(facets, sort=True, observed=True) if facets else [((), summary)]
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        depth = int(part["depth"].max())
+    deep = at_largest_depth(summary, facets)
+    if scale is not None:
+        regimes = majorities(deep, [*facets, scale])
+        growths = deep.groupby([*facets, scale], sort=True, observed=True)["delta_growth"].mean()
+    for key, depth in _facet_depths(deep, facets):
         row = {"configs": facet_name(summary, facets, key), "depth": depth}
         if scale is not None:
-            by_scale = part[part["depth"] == depth].groupby(scale)
-            regime = by_scale["regime"].agg(majority)
+            regime = _facet_rows(regimes, facets, key)
+            growth = _facet_rows(growths, facets, key)
             vanishing = regime.index[regime == "vanishing"]
             stable = regime.index[regime == "stable"]
             exploding = regime.index[regime == "exploding"]
@@ -291,7 +338,6 @@ def glance(
             row["stable"] = _range_text(stable) if len(stable) else "nowhere"
             row["exploding from"] = fmt(exploding.min()) if len(exploding) else "never"
             top = regime.index.max()
-            growth = by_scale["delta_growth"].mean()
             row[f"×/layer at the largest {symbol(scale)}"] = (
                 f"{fmt(10 ** growth.loc[top])} ({symbol(scale)} = {fmt(top)})"
             )
@@ -302,3 +348,33 @@ def glance(
 def _range_text(values: pd.Index) -> str:
     low, high = values.min(), values.max()
     return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+
+
+def cell_table(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per cell of `keys` (the facets and swept axes), replicates aggregated, as text.
+
+    The numbers behind every figure of a report: the mean and range of r over the replicates, the
+    mean weight-gradient ratio, the per-layer factor 10^mean(delta_growth), theory's chi_1 where
+    the run carries it and the majority regime. "–" marks a value no replicate measured.
+    """
+    grouped = summary.groupby(keys, sort=True, observed=True, dropna=False)
+    r = grouped["log10_delta_ratio"]
+    table = pd.DataFrame({"replicates": grouped.size()})
+    table["r: mean"] = r.mean().map(_shown)
+    table["r: min to max"] = [
+        f"{_shown(lo)} to {_shown(hi)}" for lo, hi in zip(r.min(), r.max(), strict=True)
+    ]
+    if "log10_grad_w_ratio" in summary:
+        table["‖∂J/∂W‖ ratio: mean"] = grouped["log10_grad_w_ratio"].mean().map(_shown)
+    table["×/layer"] = (10 ** grouped["delta_growth"].mean()).map(_shown)
+    if "chi1" in summary:
+        table["χ₁ (theory)"] = grouped["chi1"].mean().map(_shown)
+    table["regime (majority)"] = majorities(summary, keys)
+    table = table.reset_index()
+    for key in keys:
+        table[key] = table[key].map(lambda v: fmt(v) if isinstance(v, float) else str(v))
+    return table.rename(columns={k: symbol(k) for k in keys})
+
+
+def _shown(v: float) -> str:
+    return fmt(v) if np.isfinite(v) else "–"

@@ -1,7 +1,9 @@
 """Report blocks -> Markdown and self-contained HTML.
 
 A report is a list of blocks, tuples whose first item says what they are: ("h1" | "h2" | "h3", text),
-("p", text), ("ul", items), ("table", header, rows), ("figure", stem, alt) and ("code", text).
+("p", text), ("ul", items), ("table", header, rows), ("figure", stem, alt), ("code", text) and
+("details", summary, blocks): blocks folded away under a one-line summary (an HTML <details>
+element, which GitHub also renders in Markdown).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ def _md(text: str) -> str:
 
 
 def markdown(blocks: Sequence[tuple]) -> str:
+    return "\n\n".join(_markdown_blocks(blocks)) + "\n"
+
+
+def _markdown_blocks(blocks: Sequence[tuple]) -> list[str]:
     out = []
     for kind, *args in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -35,7 +41,12 @@ def markdown(blocks: Sequence[tuple]) -> str:
             out.append(f"{fence}toml\n{args[0].rstrip()}\n{fence}")
         elif kind == "figure":
             out.append(f"![{_md(args[1])}]({args[0]}.png)\n\n[SVG]({args[0]}.svg)")
-    return "\n\n".join(out) + "\n"
+        elif kind == "details":  # raw HTML around Markdown: the blank lines let GitHub render both
+            inner = "\n\n".join(_markdown_blocks(args[1]))
+            out.append(
+                f"<details><summary>{html.escape(args[0])}</summary>\n\n{inner}\n\n</details>"
+            )
+    return out
 
 
 _CSS = """
@@ -48,6 +59,7 @@ th { background: #f4f4f4; }
 pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 li { margin: .3rem 0; }
+summary { cursor: pointer; font-weight: 600; margin: .6rem 0; }
 """
 
 
@@ -59,6 +71,15 @@ def _h(text: str) -> str:
 
 
 def html_page(blocks: Sequence[tuple], title: str) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(_html_blocks(blocks))
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _html_blocks(blocks: Sequence[tuple]) -> list[str]:
     body = []
     for kind, *args in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -82,9 +103,7 @@ def html_page(blocks: Sequence[tuple], title: str) -> str:
                 f'<figure><a href="{src}.svg"><img src="{src}.png" '
                 f'alt="{html.escape(args[1], quote=True)}"></a></figure>'
             )
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
+        elif kind == "details":
+            inner = "\n".join(_html_blocks(args[1]))
+            body.append(f"<details><summary>{_h(args[0])}</summary>\n{inner}\n</details>")
+    return body

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from gradbench import agreement, plots
-from gradbench.findings import finding_facets, findings, fmt, glance, scale_axis
+from gradbench.findings import cell_table, finding_facets, findings, fmt, glance, scale_axis
 from gradbench.render import html_page, markdown
 from gradbench.training_report import gradient_view, training_blocks, training_steps
 
@@ -97,13 +97,15 @@ def _facts(run: RunLike, threshold: float) -> list[tuple[str, str]]:
 
 
 def _regime_table(summary: pd.DataFrame, facets: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = [*(facets or ["configs"]), *plots.REGIMES, "total"]
+    """Config counts per facet and regime; "unmeasured" gets a column only where it occurs."""
+    regimes = [r for r in plots.REGIMES if r != "unmeasured" or summary["regime"].eq(r).any()]
+    header = [*(facets or ["configs"]), *regimes, "total"]
     groups = summary.groupby(facets, sort=True, observed=True) if facets else [(("all",), summary)]
     rows = []
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
         counts = part["regime"].value_counts()
-        cells = [str(int(counts.get(r, 0))) for r in plots.REGIMES]
+        cells = [str(int(counts.get(r, 0))) for r in regimes]
         rows.append(
             [*(fmt(k) if isinstance(k, float) else str(k) for k in key), *cells, str(len(part))]
         )
@@ -136,6 +138,21 @@ FIGURES = {  # stem: (title, caption); {t} is the threshold
     "layers_delta": ("Backward signal by layer", "{layers}"),
     "layers_grad_w": ("Weight gradients by layer", "{layers}"),
     "layers_q": ("Forward second moment by layer", "{layers}"),
+    "ratio_map": (
+        "Gradient ratios of every facet",
+        "One row per facet ({facets}), one column per {x}: the mean over replicates of r (left) "
+        "and of the same ratio for ‖∂J/∂W_l‖ (right), written in each cell, coloured linearly "
+        "within ±{t} and logarithmically beyond; black: NaN/Inf in a replicate, hatched: not "
+        "measurable. {many} facets are more panels than a reader can compare, so every facet "
+        "is a row here; the table under Every cell below has the range over the replicates.",
+    ),
+    "layer_map_delta": ("Backward signal by layer, every facet", "{layer_map}"),
+    "layer_map_grad_w": ("Weight gradients by layer, every facet", "{layer_map}"),
+    "layer_map_q": (
+        "Forward second moment by layer, every facet",
+        "One row per facet: log10 q_l, the mean over replicates; one panel per {hue} value, "
+        "at the largest depth.",
+    ),
 }
 
 
@@ -146,39 +163,69 @@ LAYER_VALUES = {
 }
 
 
-def _figures(run: RunLike, threshold: float, directory: Path) -> list[tuple[str, str, str]]:
-    """Draw and save the figures that the run's axes allow; returns (stem, title, caption)."""
+def _figures(run: RunLike, threshold: float, directory: Path, axes) -> list[tuple[str, str, str]]:
+    """Draw and save the figures that the run's axes (x, y, facet) allow; returns (stem, title,
+    caption)."""
+    s, (x, y, facet) = run.summary, axes
+    n_facets = plots.panel_count(s, facet)
+    if n_facets > plots.MAX_PANELS:
+        draw = _facet_summaries(run, x or "depth", facet, threshold)
+    else:
+        draw = _facet_grids(run, x, y, facet, threshold)
+    for stem, make in draw.items():
+        plots.save(make(), directory, stem)
+    words = {
+        "t": fmt(threshold),
+        "x": x or "depth",
+        "hue": x or "depth",
+        "many": n_facets,
+        "facets": ", ".join(facet or []),
+        "layers": "At the largest depth; one line per scale value (at most 8); the band spans "
+        "the replicates.",
+        "layer_map": "One row per facet: log10 of the norm at layer l over the norm at the last "
+        "layer (r at layer 1), the mean over replicates, coloured as the gradient ratios; one "
+        f"panel per {x or 'depth'} value, at the largest depth.",
+    }
+    return [(stem, FIGURES[stem][0], FIGURES[stem][1].format(**words)) for stem in draw]
+
+
+def _facet_grids(run: RunLike, x, y, facet, threshold: float) -> dict:
+    """The figures of a sweep with few facets: one panel per facet."""
     s, m = run.summary, run.manifest
-    x, y, facet = plots.infer_axes(s, m)
     logs = {"log_x": plots.is_log_axis(m, s, x), "log_y": plots.is_log_axis(m, s, y)}
     draw = {}
     if x and y:
-        draw["phase_delta_ratio"] = lambda: plots.phase_diagram(
-            s, x, y, threshold=threshold, facet=facet, **logs
+        draw["phase_delta_ratio"] = partial(
+            plots.phase_diagram, s, x, y, threshold=threshold, facet=facet, **logs
         )
-        draw["regimes"] = lambda: plots.regime_map(s, x, y, facet=facet, **logs)
+        draw["regimes"] = partial(plots.regime_map, s, x, y, facet=facet, **logs)
         if "log10_grad_w_ratio" in s:
-            draw["phase_grad_w_ratio"] = lambda: plots.phase_diagram(
-                s, x, y, threshold=threshold, facet=facet, value="log10_grad_w_ratio", **logs
-            )
+            draw["phase_grad_w_ratio"] = partial(
+                plots.phase_diagram, s, x, y, threshold=threshold, facet=facet,
+                value="log10_grad_w_ratio", **logs,
+            )  # fmt: skip
     if x:
-        draw["ratio_curves"] = lambda: plots.ratio_curves(
-            s, x, threshold=threshold, hue=y, facet=facet, log_x=logs["log_x"]
+        draw["ratio_curves"] = partial(
+            plots.ratio_curves, s, x, threshold=threshold, hue=y, facet=facet, log_x=logs["log_x"]
         )
     for stem, value in LAYER_VALUES.items():
         if value in run.layers:
             draw[stem] = partial(
                 plots.layer_profiles, run.layers, run.configs, hue=x, facet=facet, value=value
             )
-    layers = (
-        "At the largest depth; one line per scale value (at most 8); the band spans the replicates."
-    )
-    for stem, make in draw.items():
-        plots.save(make(), directory, stem)
-    return [
-        (stem, FIGURES[stem][0], FIGURES[stem][1].format(t=fmt(threshold), layers=layers))
-        for stem in draw
-    ]
+    return draw
+
+
+def _facet_summaries(run: RunLike, x: str, facet, threshold: float) -> dict:
+    """The figures of a sweep with more facets than panels a reader can compare: a row each."""
+    draw = {"ratio_map": partial(plots.facet_map, run.summary, x, facet, threshold=threshold)}
+    for stem, value in LAYER_VALUES.items():
+        if value in run.layers:
+            draw[stem.replace("layers_", "layer_map_")] = partial(
+                plots.layer_map, run.layers, run.configs, facet=facet, hue=x, value=value,
+                threshold=threshold,
+            )  # fmt: skip
+    return draw
 
 
 def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
@@ -195,7 +242,8 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
         run = gradient_view(run)
     threshold = _threshold(run)
     scale = scale_axis(run.summary)
-    figures = _figures(run, threshold, out / "figures")
+    axes = plots.infer_axes(run.summary, run.manifest)
+    figures = _figures(run, threshold, out / "figures", axes)
     facets = finding_facets(run.summary, scale)
     name = str(run.manifest.get("name", Path(run.path).name))
     blocks: list[tuple] = [
@@ -226,6 +274,7 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
             for b in (("h3", title), ("figure", f"figures/{stem}", title), ("p", caption))
         ],
         *_theory_blocks(run.summary, out / "figures"),
+        *_cell_blocks(run.summary, axes),
         ("h2", "What was run"),
         ("table", ["", ""], [list(f) for f in _facts(full, threshold)]),
         ("h3", "Sweep file"),
@@ -234,6 +283,26 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
     (out / "report.md").write_text(markdown(blocks), encoding="utf-8")
     (out / "index.html").write_text(html_page(blocks, name), encoding="utf-8")
     return out / "index.html"
+
+
+MAX_TABLE_CELLS = 500  # the Every cell table stays in the page up to this many rows
+
+
+def _cell_blocks(summary: pd.DataFrame, axes) -> list[tuple]:
+    """Every cell of the figures (facets x swept axes) as numbers, folded away under a summary."""
+    x, y, facet = axes
+    keys = [*(facet or []), *(a for a in (x, y) if a)] or ["depth"]
+    table = cell_table(summary, keys)
+    blocks: list[tuple] = [("h2", "Every cell")]
+    if len(table) > MAX_TABLE_CELLS:
+        text = (
+            f"{len(table)} cells ({' × '.join(keys)}) are more than a page should list; "
+            "data/summary.parquet holds every config."
+        )
+        return [*blocks, ("p", text)]
+    rows = [[str(v) for v in row] for row in table.values.tolist()]
+    what = f"{len(table)} cells ({' × '.join(keys)}), replicates aggregated: show the table"
+    return [*blocks, ("details", what, [("table", list(table.columns), rows)])]
 
 
 def _glance_blocks(summary, threshold, scale, facets) -> list[tuple]:

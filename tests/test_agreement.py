@@ -36,3 +36,21 @@ def test_cells_average_replicates_and_explain_disagreement():
     assert numbers["agreeing"] == 1
     ratios = np.array([0.76 / 0.759, 0.60 / 0.759, 0.90])
     assert numbers["median_abs_log10_ratio"] == pytest.approx(np.median(np.abs(np.log10(ratios))))
+
+
+def test_reasons_for_unbounded_and_saturated_cells():
+    base = {"init": "gaussian", "width": 256, "sigma_b2": 0.05, "depth": 64, "chi1": 1.3}
+    rows = [
+        {**base, "activation": "gelu", "sigma_w2": 4.0, "factor": 1.6, "q_star": np.inf},
+        {**base, "activation": "relu", "sigma_w2": 4.0, "factor": 1.6, "q_star": np.inf},
+        {**base, "activation": "tanh", "sigma_w2": 90.0, "factor": 0.8, "q_star": 60.0},
+        {**base, "activation": "gelu", "sigma_w2": 90.0, "factor": 0.8, "q_star": 60.0},
+        {**base, "activation": "sigmoid", "sigma_w2": 90.0, "depth": 8, "width": 64,
+         "factor": 0.8, "q_star": 60.0},
+    ]  # fmt: skip
+    table = agreement.cells(summary(rows)).set_index(["activation", "sigma_w2", "depth"])
+    assert table.loc[("gelu", 4.0, 64), "reasons"] == "unbounded"
+    assert table.loc[("relu", 4.0, 64), "reasons"] == ""  # homogeneous: q grows, chi_1 holds
+    assert table.loc[("tanh", 90.0, 64), "reasons"] == "saturated"
+    assert table.loc[("gelu", 90.0, 64), "reasons"] == ""  # unbounded activations do not saturate
+    assert table.loc[("sigmoid", 90.0, 8), "reasons"] == "short, saturated, narrow"

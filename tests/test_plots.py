@@ -142,9 +142,36 @@ replicate = { count = 3 }
 """
 
 
-def write_synthetic_run(directory, summary_columns_drop=()):
-    """A run directory as the engine writes it; returns a run-like namespace."""
+INITS = ("he", "lecun", "torch-default", "xavier")  # with 2 activations: 8 facets > MAX_PANELS
+
+
+def many_facet_tables():
+    """The synthetic tables once per init preset: activation x init = 8 facets.
+
+    Each init shifts every log10 norm of the backward signal by its index / 10 at layer 1,
+    falling linearly to 0 at the last layer, so the facets differ in r by exactly that amount.
+    """
     configs, layers, summary = synthetic_tables()
+    depth = layers["config_id"].map(configs.set_index("config_id")["depth"])
+    out = []
+    for k, init in enumerate(INITS):
+        shift = 0.1 * k * (depth - layers["layer"]) / (depth - 1)
+        out.append((
+            configs.assign(config_id=configs["config_id"] + init, init=init),
+            layers.assign(config_id=layers["config_id"] + init,
+                          log10_delta=layers["log10_delta"] + shift),
+            summary.assign(config_id=summary["config_id"] + init, init=init,
+                           log10_delta_ratio=summary["log10_delta_ratio"] + 0.1 * k),
+        ))  # fmt: skip
+    return tuple(pd.concat(tables, ignore_index=True) for tables in zip(*out, strict=True))
+
+
+def write_synthetic_run(directory, summary_columns_drop=(), *, many_facets=False):
+    """A run directory as the engine writes it; returns a run-like namespace.
+
+    With `many_facets`, the run of `many_facet_tables` (init is a swept axis too).
+    """
+    configs, layers, summary = many_facet_tables() if many_facets else synthetic_tables()
     summary = summary.drop(columns=list(summary_columns_drop))
     data = directory / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -152,6 +179,8 @@ def write_synthetic_run(directory, summary_columns_drop=()):
     layers.to_parquet(data / "layers.parquet")
     summary.to_parquet(data / "summary.parquet")
     manifest = synthetic_manifest(summary)
+    if many_facets:
+        manifest["axes"]["init"] = {"values": list(INITS), "scale": "linear"}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     (directory / "spec.toml").write_text(SPEC)
     return SimpleNamespace(
@@ -197,7 +226,7 @@ def test_phase_diagram_facets_contours_colourbar_and_marks(tables):
     assert "NaN/Inf in a replicate" in legend and "not measurable (underflow or zero)" in legend
     # theory overlay from the chi1 and predicted columns
     assert tagged(relu, "theory", ContourSet)
-    assert "theory $\\chi_1 = 1$" in legend
+    assert "theory χ₁ = 1" in legend
     # colours: finite cells carry the mean over replicates
     mesh = relu.collections[0]
     z = np.ma.masked_invalid(mesh.get_array()).reshape(len(DEPTHS), len(SIGMAS))
@@ -236,7 +265,8 @@ def test_regime_map_majority_and_legend(tables):
     axes = panels(fig)
     assert len(axes) == 2
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend[:4] == list(plots.REGIMES)
+    assert legend[:4] == ["vanishing", "stable", "exploding", "nonfinite"]
+    assert "unmeasured" not in legend  # shown only where a config was unmeasured
     relu = axes[0]
     codes = np.ma.masked_invalid(relu.collections[0].get_array()).reshape(len(DEPTHS), len(SIGMAS))
     sub = summary[summary.activation == "relu"]
@@ -252,7 +282,7 @@ def test_layer_profiles_uses_largest_depth_and_bands(tables):
     fig = plots.layer_profiles(layers, configs, hue="sigma_w2", facet="activation")
     axes = panels(fig)
     assert len(axes) == 2
-    assert "depth $L$ = 16" in fig.get_suptitle()
+    assert "depth L = 16" in fig.get_suptitle()
     ax = axes[0]
     xs = np.concatenate([ln.get_xdata() for ln in ax.get_lines()])
     assert xs.max() == 16
@@ -326,3 +356,96 @@ def test_svg_files_are_byte_identical_across_renders(tmp_path):
     first = plots.save(figure(), tmp_path / "a", "x")[1]
     second = plots.save(figure(), tmp_path / "b", "x")[1]
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_plots_know_every_regime_of_the_classifier():
+    """A regime the classifier gains must get a colour, a severity and a column in reports."""
+    from gradbench import classify
+
+    assert set(plots.REGIMES) == set(classify.REGIMES)
+    assert set(plots.SEVERITY) == set(plots.REGIMES) == set(plots.REGIME_COLOURS)
+
+
+def test_regime_map_draws_and_names_unmeasured_cells(tables):
+    _, _, summary = tables
+    lost = summary.assign(
+        regime=summary["regime"].mask(summary["sigma_w2"] == SIGMAS[0], "unmeasured")
+    )
+    fig = plots.regime_map(lost, "sigma_w2", "depth", facet="activation")
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "unmeasured" in legend
+    codes = np.ma.masked_invalid(panels(fig)[0].collections[0].get_array())
+    codes = codes.reshape(len(DEPTHS), len(SIGMAS))
+    assert {plots.REGIMES[int(c)] for c in codes[:, 0]} == {"unmeasured"}
+    assert "unmeasured" not in {plots.REGIMES[int(c)] for c in codes[:, 1:].ravel()}
+
+
+def test_facet_map_has_a_row_per_facet_and_the_replicate_means(tables):
+    _, _, summary = many_facet_tables()
+    fig = plots.facet_map(summary, "sigma_w2", ["activation", "init"], threshold=T)
+    delta, grad_w = panels(fig)
+    rows = [t.get_text() for t in delta.texts if t.get_gid() != "cell_value"]
+    assert rows == [f"{a}/{i}" for a in ("relu", "tanh") for i in INITS]
+    assert "depth L = 16" in fig.get_suptitle()  # the largest depth, and said so
+    z = np.ma.masked_invalid(delta.collections[0].get_array()).reshape(len(rows), len(SIGMAS))
+    deep = summary[summary["depth"] == 16]
+    for i, (act, init) in enumerate((a, i) for a in ("relu", "tanh") for i in INITS):
+        part = deep[(deep["activation"] == act) & (deep["init"] == init)]
+        means = part.groupby("sigma_w2")["log10_delta_ratio"].agg(["mean", "count", "size"])
+        expect = means["mean"].where(means["count"] == means["size"]).to_numpy()
+        np.testing.assert_allclose(z[i].filled(np.nan), expect, equal_nan=True)
+    # tanh at the largest scale had a NaN replicate (black), relu at the smallest underflowed
+    (black,) = tagged(delta, "nonfinite")
+    assert len(black.get_paths()) == len(INITS)
+    (hatched,) = tagged(delta, "unmeasured")
+    assert len(hatched.get_paths()) == len(INITS)
+    labelled = [t for t in delta.texts if t.get_gid() == "cell_value"]
+    assert len(labelled) == int((~z.mask).sum())
+    assert grad_w.get_title() == plots.label("log10_grad_w_ratio")
+
+
+def test_layer_map_is_relative_to_the_last_layer_per_hue_panel():
+    configs, layers, _ = many_facet_tables()
+    fig = plots.layer_map(layers, configs, facet=["activation", "init"], hue="sigma_w2",
+                          value="log10_delta", threshold=T, max_panels=4)  # fmt: skip
+    axes = panels(fig)
+    shown = SIGMAS[[0, 2, 5, 7]]  # four evenly chosen of eight, the ends included
+    assert [ax.get_title() for ax in axes] == [f"σ_w² = {s:.3g}" for s in shown]
+    merged = layers.merge(configs, on="config_id")
+    merged = merged[merged["depth"] == 16]
+    last = merged[merged["layer"] == 16].set_index("config_id")["log10_delta"]
+    merged = merged.assign(rel=merged["log10_delta"] - merged["config_id"].map(last))
+    for ax, sigma in zip(axes, shown, strict=True):
+        z = np.ma.masked_invalid(ax.collections[0].get_array()).reshape(2 * len(INITS), 16)
+        part = merged[(merged["sigma_w2"] == sigma) & (merged["activation"] == "tanh")]
+        part = part[part["init"] == "lecun"]
+        cells = part.groupby("layer")["rel"].agg(["mean", "count", "size"])
+        expect = cells["mean"].where(cells["count"] == cells["size"]).to_numpy()
+        row = len(INITS) + INITS.index("lecun")
+        np.testing.assert_allclose(z[row].filled(np.nan), expect, atol=1e-12, equal_nan=True)
+        assert np.all(z[:, -1].filled(0) == 0)  # every norm relative to its own last layer
+    q = plots.layer_map(layers, configs, facet=["activation", "init"], hue="sigma_w2",
+                        value="log10_q", max_panels=1)  # fmt: skip
+    (ax,) = panels(q)  # one panel: the smallest scale
+    z = np.ma.masked_invalid(ax.collections[0].get_array()).reshape(2 * len(INITS), 16)
+    part = merged[(merged["sigma_w2"] == SIGMAS[0]) & (merged["activation"] == "relu")]
+    expect = part[part["init"] == "he"].groupby("layer")["log10_q"].mean().to_numpy()
+    np.testing.assert_allclose(z[0].filled(np.nan), expect, atol=1e-12)  # the value itself
+
+
+def test_save_lays_out_once_and_draws_each_file_once(tables, monkeypatch, tmp_path):
+    """Each savefig of a laid-out figure would draw it twice; both files share one layout."""
+    _, _, summary = tables
+    fig = plots.phase_diagram(summary, "sigma_w2", "depth", threshold=T, facet="activation")
+    draws = []
+    original = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, r: draws.append(r) or original(self, r))
+    png, svg = plots.save(fig, tmp_path, "phase")
+    assert len(draws) == 2 and png.stat().st_size > 10_000 and svg.stat().st_size > 10_000
+
+
+def test_power_of_ten_labels_are_plain_text():
+    assert plots._power_label(0.01) == "10⁻²"
+    assert plots._power_label(1000.0) == "10³"
+    assert plots._power_label(1.0) == "10⁰"
+    assert plots._power_label(0.5) == "0.5"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import findings, report
+from gradbench import cli, findings, plots, render, report
 
 # The synthetic run lives in test_plots.py; load it by path so any pytest import mode works.
 _spec = importlib.util.spec_from_file_location(
@@ -151,6 +151,8 @@ assert "jax" not in sys.modules, "importing plots/report/results pulled in jax"
 run = gradbench.results.load(sys.argv[1])
 print(gradbench.report.write_report(run))
 assert "jax" not in sys.modules, "rendering a report pulled in jax"
+# seaborn imports scipy.stats: half the import time of `gradbench report`, for nothing it draws
+assert "seaborn" not in sys.modules and "scipy" not in sys.modules, "rendering imported seaborn"
 """
 
 
@@ -219,3 +221,106 @@ def test_report_one_dimensional_sweep_into_other_directory(tmp_path):
     figures = {p.stem for p in (tmp_path / "elsewhere" / "figures").glob("*.png")}
     assert figures == {"ratio_curves", "layers_delta", "theory_agreement"}  # the summary has chi1
     assert not (tmp_path / "run" / "index.html").exists()
+
+
+def test_report_files_are_identical_when_rendered_again(rendered, tmp_path):
+    """Reviews diff re-rendered reports: every figure, and both pages, come out byte for byte."""
+    report.write_report(rendered, out_dir=tmp_path)
+    names = sorted(p.name for p in (rendered.path / "figures").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "figures").iterdir())
+    for name in names:
+        again = (tmp_path / "figures" / name).read_bytes()
+        assert again == (rendered.path / "figures" / name).read_bytes(), name
+    for page in ("index.html", "report.md"):
+        assert (tmp_path / page).read_text() == (rendered.path / page).read_text()
+
+
+def svg_axes(svg: Path) -> int:
+    """Axes in an SVG file written by matplotlib (panels and colour bars): one group each."""
+    return len(re.findall(r'<g id="axes_[0-9]+"', svg.read_text(encoding="utf-8")))
+
+
+def test_cli_report_of_many_facets_draws_one_row_per_facet(tmp_path):
+    """8 facets (activation x init): summary maps with a row per facet instead of 8-panel grids,
+    and every cell's numbers folded away in the pages."""
+    run = synthetic.write_synthetic_run(tmp_path / "run", many_facets=True)
+    assert cli.main(["report", str(run.path)]) == 0
+    figures = run.path / "figures"
+    stems = {p.stem for p in figures.glob("*.png")}
+    assert stems == {"ratio_map", "layer_map_delta", "layer_map_grad_w", "layer_map_q",
+                     "theory_agreement"}  # fmt: skip
+    for svg in figures.glob("*.svg"):
+        assert svg_axes(svg) <= plots.MAX_PANELS + 1, svg.name  # the panels and a colour bar
+    md = (run.path / "report.md").read_text(encoding="utf-8")
+    page = (run.path / "index.html").read_text(encoding="utf-8")
+    cells = run.summary.groupby(["activation", "init", "sigma_w2", "depth"])
+    what = f"{cells.ngroups} cells (activation × init × sigma_w2 × depth)"
+    assert f"<details><summary>{what}" in md and f"<details><summary>{what}" in page
+    # one clean cell, recomputed here: relu/lecun at sigma_w^2 = 2, depth 8
+    part = run.summary[(run.summary["activation"] == "relu") & (run.summary["init"] == "lecun")]
+    part = part[(part["sigma_w2"] == 2.0) & (part["depth"] == 8)]
+    r = part["log10_delta_ratio"]
+    row = [
+        "relu", "lecun", "2", "8", str(len(part)), findings.fmt(r.mean()),
+        f"{findings.fmt(r.min())} to {findings.fmt(r.max())}",
+        findings.fmt(part["log10_grad_w_ratio"].mean()),
+        findings.fmt(10 ** part["delta_growth"].mean()), findings.fmt(part["chi1"].mean()),
+        part["regime"].value_counts().idxmax(),
+    ]  # fmt: skip
+    assert "| " + " | ".join(row) + " |" in md
+
+
+def test_every_cell_table_has_the_replicate_statistics(summary):
+    keys = ["activation", "sigma_w2", "depth"]
+    table = findings.cell_table(summary, keys)
+    assert len(table) == summary.groupby(keys).ngroups
+    # tanh at the largest scale and depth: one replicate NaN, two finite, majority exploding
+    row = table[(table["activation"] == "tanh") & (table["σ_w²"] == "4") & (table["depth"] == "16")]
+    (row,) = row.to_dict("records")
+    part = summary[(summary["activation"] == "tanh") & (summary["sigma_w2"] == 4.0)]
+    part = part[part["depth"] == 16]
+    finite = part["log10_delta_ratio"].dropna()
+    assert len(finite) == 2 and row["replicates"] == 3
+    assert row["r: mean"] == findings.fmt(finite.mean())
+    assert row["r: min to max"] == f"{findings.fmt(finite.min())} to {findings.fmt(finite.max())}"
+    assert row["regime (majority)"] == "exploding"
+
+
+def test_majorities_equal_majority_per_group_ties_to_the_more_severe():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({
+        "cell": rng.integers(0, 40, 400),
+        "regime": rng.choice(list(plots.REGIMES), 400),
+    })  # fmt: skip
+    frame = pd.concat([frame, pd.DataFrame({"cell": [99, 99], "regime": ["stable", "unmeasured"]})])
+    got = findings.majorities(frame, ["cell"])
+    expect = frame.groupby("cell")["regime"].agg(findings.majority)
+    pd.testing.assert_series_equal(got, expect, check_names=False)
+    assert got[99] == "unmeasured"  # a tie between stable and unmeasured
+
+
+def test_underflow_finding_counts_the_regimes_of_configs_without_r(summary):
+    lost = summary.copy()
+    rows = lost.index[lost["underflow"]]
+    extra = lost.index[(lost["activation"] == "tanh") & (lost["sigma_w2"] == SIGMA_LOW)][:2]
+    lost.loc[extra, ["underflow", "log10_delta_ratio", "regime"]] = [True, np.nan, "unmeasured"]
+    (found,) = [f for f in findings.findings(lost, T) if f.kind == "underflow"]
+    stated(found)
+    assert found.numbers["count"] == len(rows) + 2
+    assert found.numbers["without_r"] == len(rows) + 2
+    assert found.numbers["unmeasured_count"] == 2
+    assert found.numbers["vanishing_count"] == len(rows)  # the synthetic underflow is vanishing
+    assert 'measure = "log" measures them' in found.text
+
+
+SIGMA_LOW = float(synthetic.SIGMAS[0])
+
+
+def test_details_blocks_fold_markdown_and_html():
+    blocks = [("details", "3 cells <a & b>", [("table", ["x", "r"], [["1", "2"]])])]
+    md = render.markdown(blocks)
+    assert md.startswith("<details><summary>3 cells &lt;a &amp; b&gt;</summary>\n\n| x | r |")
+    assert md.rstrip().endswith("</details>")
+    page = render.html_page(blocks, "t")
+    assert "<details><summary>3 cells &lt;a &amp; b&gt;</summary>" in page
+    assert "<table><tr><th>x</th><th>r</th></tr><tr><td>1</td><td>2</td></tr></table>" in page
