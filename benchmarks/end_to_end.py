@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.networks_file import COLUMNS
 from gradbench import grid
 from gradbench import spec as gradbench_spec
 
@@ -97,8 +98,6 @@ def gradbench_command() -> list[str]:
 
 def write_networks(spec: gradbench_spec.SweepSpec, path: Path) -> int:
     """Writes the sweep's networks (one row per config, training runs merged) for torch_sweep."""
-    from benchmarks.torch_sweep import COLUMNS  # a constant only: torch is imported by that module
-
     networks = grid.expand(spec)[list(COLUMNS)].drop_duplicates(ignore_index=True)
     columns = {c: networks[c].tolist() for c in COLUMNS}
     path.write_text(json.dumps({"seed": spec.seed, "columns": columns}))

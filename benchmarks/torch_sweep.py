@@ -10,8 +10,7 @@ forward hooks and `retain_grad`. It draws its own weights: same distributions as
 same numbers.
 
 It imports numpy and torch only, never JAX or gradbench, so the process pays what a PyTorch user's
-pays. CONFIGS.json holds `{"seed": int, "columns": {name: [value per network]}}` with the columns of
-`COLUMNS` (gradbench's config table, one row per network); the last line printed is a JSON object
+pays. CONFIGS.json is `benchmarks.networks_file`'s format; the last line printed is a JSON object
 with the loop's seconds.
 """
 
@@ -26,10 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-
-COLUMNS = ("activation", "init_family", "sigma_w2", "sigma_b2", "depth", "width", "batch")
-COLUMNS += ("replicate",)
-STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
 
 # Standard deviation of N(0, 1) truncated to [-2, 2] (gradbench's truncated_normal has unit variance).
 _TRUNCATED_STD = math.sqrt(
@@ -102,7 +97,7 @@ class Network:
     def statistics(
         self, family: str, sigma_w: float, sigma_b: float, x, u, g: torch.Generator
     ) -> torch.Tensor:
-        """(4, depth) statistics in STATS order for freshly drawn weights."""
+        """(4, depth) statistics in `benchmarks.networks_file.STATS` order for freshly drawn weights."""
         with torch.no_grad():
             for lin in self.hidden:
                 init_weight(lin.weight, family, sigma_w, g)

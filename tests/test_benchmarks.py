@@ -253,7 +253,7 @@ def test_torch_program_computes_gradbenchs_statistics(tmp_path):
     For a linear net with x, u ~ N(0, 1) and W_out ~ N(0, 1 / width), E ||dJ/dz_l||^2 =
     (width / batch) sigma_w^2^(L - l) and q_l = sigma_w^2 q_(l-1) + sigma_b^2 with q_0 = 1.
     """
-    from benchmarks import torch_sweep
+    from benchmarks import networks_file, torch_sweep
     from benchmarks.end_to_end import write_networks
 
     sweep = tmp_path / "sweep.toml"
@@ -270,13 +270,13 @@ def test_torch_program_computes_gradbenchs_statistics(tmp_path):
     assert all(s.shape == (4, 6) and np.isfinite(s).all() for s in stats)
     rows = pd.DataFrame(document["columns"]).loc[np.repeat(np.arange(len(stats)), 6)]
     rows["layer"] = np.tile(np.arange(1, 7), len(stats))
-    rows[list(torch_sweep.STATS)] = np.concatenate([s.T for s in stats])
+    rows[list(networks_file.STATS)] = np.concatenate([s.T for s in stats])
 
     # Per network kind, the mean over layers and replicates (one replicate's ||dJ/db_l|| is the
     # norm of a single width-vector, too noisy to compare layer by layer).
     kinds = ["init_family", "sigma_w2", "sigma_b2"]
-    theirs = rows.groupby(kinds)[list(torch_sweep.STATS)].mean()
-    ours = layers.groupby(kinds)[list(torch_sweep.STATS)].mean().loc[theirs.index]
+    theirs = rows.groupby(kinds)[list(networks_file.STATS)].mean()
+    ours = layers.groupby(kinds)[list(networks_file.STATS)].mean().loc[theirs.index]
     assert np.abs(theirs.to_numpy() - ours.to_numpy()).max() < 0.15  # log10 units
 
     law = rows.groupby([*kinds, "layer"])[["log10_delta", "log10_q"]].mean()
