@@ -188,8 +188,14 @@ def _facet_depths(deep: pd.DataFrame, facets: list[str]) -> list[tuple[tuple, in
 
 
 def _facet_rows(frame: pd.DataFrame | pd.Series, facets: list[str], key: tuple):
-    """The rows of a table indexed by (*facets, scale) that belong to facet `key`, by scale."""
-    return frame.xs(key, level=facets) if facets else frame
+    """The rows of a table indexed by (*facets, scale) that belong to facet `key`, by scale
+    (none where the facet has no row, e.g. no replicate with a finite growth)."""
+    if not facets:
+        return frame
+    try:
+        return frame.xs(key, level=facets)
+    except KeyError:
+        return frame.iloc[:0].droplevel(facets)
 
 
 def _regimes(name, facet, by: pd.Series, scale, depth, t) -> Finding:

@@ -324,3 +324,13 @@ def test_details_blocks_fold_markdown_and_html():
     page = render.html_page(blocks, "t")
     assert "<details><summary>3 cells &lt;a &amp; b&gt;</summary>" in page
     assert "<table><tr><th>x</th><th>r</th></tr><tr><td>1</td><td>2</td></tr></table>" in page
+
+
+def test_a_facet_without_any_finite_growth_gets_its_regimes_only(summary):
+    broken = summary.copy()
+    tanh = broken["activation"] == "tanh"
+    broken.loc[tanh, ["delta_growth", "log10_delta_ratio"]] = np.nan
+    broken.loc[tanh, "regime"] = "nonfinite"
+    found = [f for f in findings.findings(broken, T) if f.facet.get("activation") == "tanh"]
+    assert [f.kind for f in found] == ["regimes"]
+    assert "exploding for σ_w² in 0.5–4" in found[0].text  # nonfinite counts as exploding
