@@ -16,7 +16,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench import grid, measure
-from gradbench.kernel import Chunk, make_weight_draw, predrawn, weight_stack_bytes
+from gradbench.kernel import Chunk, predrawn, weight_stack_bytes
 
 # A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
 CPU_WORKSPACE_BYTES = 1 << 30
@@ -106,11 +106,10 @@ def chunk_replicates(members: pd.DataFrame, plan: ChunkPlan) -> np.ndarray:
     return np.asarray(members["replicate"].to_numpy()[plan.rows[:, 0]], np.int32)
 
 
-def chunk_weights(static: grid.StaticKey, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
+def chunk_weights(draw, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
     """The pre-drawn standard weights of a chunk's replicates (`gradbench.model.PREDRAWN_FAMILIES`),
-    replicated on every device of `mesh`: drawn by a call of their own, finished before the sharded
-    kernel starts."""
-    draw = make_weight_draw(static.width, static.depth, static.init_family)
+    replicated on every device of `mesh`. `draw` is `gradbench.kernel.make_weight_draw`'s function:
+    a call of its own, finished before the sharded kernel starts."""
     stack = jax.block_until_ready(draw(seed, replicates))
     return jax.device_put(stack, NamedSharding(mesh, PartitionSpec()))
 

@@ -36,7 +36,7 @@ from gradbench.chunks import (
     replicate_capacity,
 )
 from gradbench.errors import SpecError
-from gradbench.kernel import RawStats, make_kernel, new_workspace, predrawn
+from gradbench.kernel import RawStats, make_kernel, make_weight_draw, new_workspace, predrawn
 from gradbench.parts import PartStore, check_directory, chunk_key
 from gradbench.progress import Progress
 from gradbench.spec import SweepSpec
@@ -180,10 +180,16 @@ class _Kernels:
 
     def weights(self, static: grid.StaticKey, replicates: np.ndarray):
         """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
-        key = (static.width, static.depth, static.init_family, tuple(replicates))
+        shape = (static.width, static.depth, static.init_family)
+        key = (*shape, tuple(replicates))
         if self.stack is None or self.stack[0] != key:
             self.stack = None  # free the previous chunk's before drawing
-            self.stack = (key, chunk_weights(static, self.seed, replicates, self.mesh))
+            draw = self.compile(
+                ("draw", *shape, len(replicates)),
+                static,
+                lambda: make_weight_draw(*shape).lower(self.seed, replicates),
+            )
+            self.stack = (key, chunk_weights(draw, self.seed, replicates, self.mesh))
         return self.stack[1]
 
     def call(self, static: grid.StaticKey, inputs) -> RawStats:
@@ -198,10 +204,18 @@ class _Kernels:
         return raw
 
     def kernel(self, static: grid.StaticKey, inputs, workspace):
-        key = (static, inputs.sigma_w.shape)
+        return self.compile(
+            (static, inputs.sigma_w.shape),
+            static,
+            lambda: make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace),
+        )
+
+    def compile(self, key, static: grid.StaticKey, lower):
+        """The executable of `lower()` (a `jax.stages.Lowered`), compiled once per `key` and counted
+        in the facts of `static`'s group."""
         if key not in self.compiled:
             t0 = time.perf_counter()
-            lowered = make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace)
+            lowered = lower()
             with compilation_cache.counting() as cache:
                 self.compiled[key] = lowered.compile()
             fact = self.facts[static.label]
