@@ -1,4 +1,4 @@
-"""The backward pass, written out: a reverse scan over layers that measures every layer as it goes.
+"""The backward pass, written out: a reverse loop over layers that measures every layer as it goes.
 
 Per layer it recomputes what the forward pass did not keep (the layer input h_{l-1} = phi(z_{l-1}) and
 the slope phi'(z_l) from the one saved array z, the standard draw Z_l from its key unless it was
@@ -7,7 +7,7 @@ pre-drawn), forms the backward signal delta_l = dJ/dz_l, reads its statistics
 In log mode it passes delta_l divided by its norm, so float32 never sees numbers far from 1; the logs
 of the removed norms are in the statistics.
 
-Writing it out, rather than `jax.grad` through the forward scan, keeps the saved set to one
+Writing it out, rather than `jax.grad` through the forward loop, keeps the saved set to one
 (batch, width) array per layer: autodiff would also keep Z_l, h_{l-1} and phi(z_l), which at depth
 dominate both memory and the time spent moving it.
 """
@@ -20,36 +20,46 @@ import jax
 import jax.numpy as jnp
 
 from gradbench import registry
-from gradbench.grid import StaticKey
-from gradbench.layerstats import layer_stats, prefer_gram
-from gradbench.model import Saved, standard_weight, uses_frames
+from gradbench.grid import KernelKey
+from gradbench.layerstats import N_TAG, layer_stats, prefer_gram
+from gradbench.model import Branch, Saved, activations, make_standard_weight, uses_frames
 
 
-def make_backward(static: StaticKey, allow_imports: bool = False):
-    """Builds `backward(rep_key, x, saved, top_grad, sigma_w, depth, stack) -> tags` for one config.
+def make_backward(key: KernelKey, allow_imports: bool = False):
+    """Builds `backward(rep_key, x, saved, top_grad, sigma_w, depth, branch, stack) -> tags`.
 
-    `tags` has shape (depth_bucket, N_TAG): layer l's raw statistics (`gradbench.layerstats`), with
-    delta_l in the frame of the layer input. Layers at index >= depth are identity: they pass the
-    signal through and their tags are meaningless (`gradbench.measure` drops them). `stack` is the
-    replicate's `gradbench.model.weight_stack`, or None to draw each Z_l again from its key.
+    One config's backward pass over `branch.n_layers` layers. `tags` has shape (key.depth, N_TAG):
+    layer l's raw statistics (`gradbench.layerstats`), with delta_l in the frame of the layer input.
+    Layers at index >= depth are identity: they pass the signal through and their tags are
+    meaningless (`gradbench.measure` drops them), as are those past `branch.n_layers`, which the loop
+    never reaches. `stack` is the replicate's `gradbench.model.weight_stack`, or None to draw each
+    Z_l again from its key.
     """
-    phi = registry.activation(static.activation, allow_imports=allow_imports)
-    log_mode = static.measure == "log"
-    gram = prefer_gram(static.batch, static.width)
-    dtype = jnp.dtype(static.dtype)
-    width = static.width
+    log_mode = key.measure == "log"
+    gram = prefer_gram(key.batch, key.width)
+    dtype = jnp.dtype(key.dtype)
+    width = key.width
     precision = jax.lax.Precision.HIGHEST
-    renormalised = uses_frames(static, phi)
+    weight = make_standard_weight(key)
 
-    def output_and_slope(z, log_rms):
-        """h_hat = phi(z) exp(-log_rms) as the forward pass made it, and d h_hat / d z."""
-        h, slope = jax.jvp(phi.fn, (z,), (jnp.ones_like(z),))
-        if not renormalised:
-            return h, slope
-        frame = jnp.exp(-log_rms)
-        return h * frame, slope * frame
+    def output_and_slope(phi: registry.Activation):
+        """`(saved, index) -> (h_hat, d h_hat / d z_hat)` of layer `index`, h_hat = phi(z_hat)
+        exp(-log_rms) as the forward pass made it. The branch reads z_hat itself, so that the read
+        fuses with phi instead of materialising z_hat as the switch's operand."""
 
-    def backward(rep_key, x, saved: Saved, top_grad, sigma_w, depth, stack=None):
+        def branch(saved: Saved, index):
+            z = jax.lax.dynamic_index_in_dim(saved.z, index, keepdims=False)
+            h, slope = jax.jvp(phi.fn, (z,), (jnp.ones_like(z),))
+            if not uses_frames(key.measure, phi):
+                return h, slope
+            frame = jnp.exp(-saved.log_rms[index])
+            return h * frame, slope * frame
+
+        return branch
+
+    branches = [output_and_slope(phi) for phi in activations(key, allow_imports)]
+
+    def backward(rep_key, x, saved: Saved, top_grad, sigma_w, depth, branch: Branch, stack=None):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
 
         def measure(carry, index, h_prev):
@@ -59,23 +69,24 @@ def make_backward(static: StaticKey, allow_imports: bool = False):
             stats, delta_norm = layer_stats(delta, h_prev, gram=gram)
             return stats, delta_norm.unit if log_mode else delta
 
-        def layer(carry, inputs):
-            index, log_rms_in = inputs
-            # Read by index rather than scanned over: under vmap a scanned-over stack would be
-            # transposed to layer-major first, a copy of the largest array of the call.
-            z_in = jax.lax.dynamic_index_in_dim(saved.z_in, index, keepdims=False)
-            h_prev, slope_prev = output_and_slope(z_in, log_rms_in)
-            stats, passed = measure(carry, index, h_prev)
-            z_std = standard_weight(rep_key, index, width, static.init_family, stack)
+        def layer(step, carry):
+            signal, tags = carry
+            index = branch.n_layers - 1 - step
+            h_prev, slope_prev = jax.lax.switch(branch.activation, branches, saved, index - 1)
+            stats, passed = measure(signal, index, h_prev)
+            z_std = weight(rep_key, index, branch.init_family, stack)
             grad_prev = weight_scale * jnp.matmul(passed, z_std.astype(dtype), precision=precision)
-            grad_h = jnp.where(index < depth, grad_prev, carry[0])
-            return (grad_h, slope_prev), stats
+            grad_h = jnp.where(index < depth, grad_prev, signal[0])
+            tags = jax.lax.dynamic_update_index_in_dim(tags, stats.astype(dtype), index, 0)
+            return (grad_h, slope_prev), tags
 
-        _, top_slope = output_and_slope(saved.z_top, saved.log_rms_top)
-        # Layers depth_bucket - 1 .. 1 in the scan; layer 0 reads x and passes nothing down.
-        above = (jnp.arange(1, static.depth), saved.log_rms_in[1:])
-        carry, tags = jax.lax.scan(layer, (top_grad, top_slope), above, reverse=True)
-        first, _ = measure(carry, 0, x)
-        return jnp.concatenate([first[None], tags])
+        _, top_slope = jax.lax.switch(branch.activation, branches, saved, branch.n_layers - 1)
+        # Layers n_layers - 1 .. 1 in the loop; layer 0 reads x and passes nothing down.
+        tags = jnp.zeros((key.depth, N_TAG), dtype)
+        signal, tags = jax.lax.fori_loop(
+            0, branch.n_layers - 1, layer, ((top_grad, top_slope), tags)
+        )
+        first, _ = measure(signal, 0, x)
+        return jax.lax.dynamic_update_index_in_dim(tags, first.astype(dtype), 0, 0)
 
     return backward

@@ -1,8 +1,10 @@
 """Chunks: how a compile group's configs are laid out for one kernel call, and back into table rows.
 
-A chunk is (replicates R, configs C): the configs of a replicate row share their draws. The C axis is
-sharded over this process's devices, so C is a multiple of the device count; padding cells repeat a
-real config and are dropped on the way back.
+A chunk is (replicates R, configs C): the configs of a replicate row share their draws. All chunks of a
+kernel have one shape (one shape, one compile), and each holds configs of one lane: one activation,
+init family and depth bucket (`gradbench.grid.kernel_groups`). The C axis is sharded over this
+process's devices, so C is a multiple of the device count; padding cells repeat a real config and
+are dropped on the way back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench import grid, measure
 from gradbench.kernel import Chunk, predrawn, weight_stack_bytes
+from gradbench.model import Branch
 
 # A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
 CPU_WORKSPACE_BYTES = 1 << 30
@@ -38,47 +41,59 @@ class ChunkPlan:
     real: np.ndarray  # (R, C) bool
 
 
-def chunk_capacity(static: grid.StaticKey, override: int | None, platform: str = "cpu") -> int:
+def chunk_capacity(key: grid.KernelKey, override: int | None, platform: str = "cpu") -> int:
     """Configs per chunk: the sweep's chunk_size, or what suits the platform (see the constants)."""
     if override:
         return override
-    layer = jnp.dtype(static.dtype).itemsize * static.batch * static.width
+    layer = jnp.dtype(key.dtype).itemsize * key.batch * key.width
     if platform == "cpu":
-        capacity = min(CPU_WORKSPACE_BYTES // (layer * static.depth), CPU_LAYER_BYTES // layer)
+        capacity = min(CPU_WORKSPACE_BYTES // (layer * key.depth), CPU_LAYER_BYTES // layer)
     else:
-        capacity = ACCELERATOR_WORKSPACE_BYTES // (layer * static.depth)
+        capacity = ACCELERATOR_WORKSPACE_BYTES // (layer * key.depth)
     return int(min(MAX_CHUNK, max(1, capacity)))
 
 
-def replicate_capacity(static: grid.StaticKey, platform: str = "cpu", devices: int = 1) -> int:
+def replicate_capacity(key: grid.KernelKey, platform: str = "cpu", devices: int = 1) -> int:
     """Replicates per chunk: unbounded, except for pre-drawn weights, which every device holds whole.
 
     Their (R, depth, width, width) stack gets the budget of a workspace (on CPU the devices share
     the host's memory, so it is divided among them); one replicate always fits.
     """
-    if not predrawn(static):
+    if not predrawn(key):
         return MAX_CHUNK
     if platform == "cpu":
         budget = CPU_WORKSPACE_BYTES // devices
     else:
         budget = ACCELERATOR_WORKSPACE_BYTES
-    return int(min(MAX_CHUNK, max(1, budget // weight_stack_bytes(static))))
+    return int(min(MAX_CHUNK, max(1, budget // weight_stack_bytes(key))))
 
 
-def plan_chunks(
-    replicates: np.ndarray, capacity: int, multiple: int = 1, max_replicates: int = MAX_CHUNK
-) -> list[ChunkPlan]:
-    """Tiles a group's configs (sorted by replicate) into chunks of one shape.
+def chunk_shape(
+    lanes: list[np.ndarray], capacity: int, multiple: int = 1, max_replicates: int = MAX_CHUNK
+) -> tuple[int, int]:
+    """The one (R, C) shape of a kernel's chunks, from its lanes' replicate columns.
 
-    Each chunk holds C configs of each of R replicates (at most `max_replicates`), so the configs of a
-    replicate row share their draws; C is a multiple of `multiple` (the device count: the C axis is
-    sharded). Replicates with fewer configs (a sampled re-run) and the group's end are padded with
-    repeats that are not kept.
+    C covers the most configs any lane has per replicate, up to `capacity` and rounded up to a
+    multiple of `multiple` (the device count: the C axis is sharded); R fills the rest of `capacity`
+    with replicates, at most `max_replicates`. Smaller lanes are padded.
     """
+    counts = [np.unique(replicates, return_counts=True)[1] for replicates in lanes]
+    per_rep = max(int(c.max()) for c in counts)
+    n_reps = max(len(c) for c in counts)
+    c = -(-min(per_rep, capacity) // multiple) * multiple
+    return max(1, min(n_reps, capacity // c, max_replicates)), c
+
+
+def plan_chunks(replicates: np.ndarray, shape: tuple[int, int]) -> list[ChunkPlan]:
+    """Tiles a lane's configs (sorted by replicate) into chunks of `shape` (see `chunk_shape`).
+
+    Each chunk holds C configs of each of R replicates, so the configs of a replicate row share their
+    draws. Replicates with fewer configs (a sampled re-run) and the lane's end are padded with repeats
+    that are not kept.
+    """
+    r, c = shape
     reps, starts, counts = np.unique(replicates, return_index=True, return_counts=True)
     per_rep = int(counts.max())
-    c = -(-min(per_rep, capacity) // multiple) * multiple
-    r = max(1, min(len(reps), capacity // c, max_replicates))
     column = np.arange(per_rep)
     table = starts[:, None] + np.minimum(column[None, :], counts[:, None] - 1)
     filled = column[None, :] < counts[:, None]
@@ -115,20 +130,34 @@ def chunk_weights(draw, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
 
 
 def chunk_inputs(
-    members: pd.DataFrame, plan: ChunkPlan, dtype, mesh: Mesh, weights: jax.Array | None = None
+    key: grid.KernelKey,
+    lane: pd.DataFrame,
+    plan: ChunkPlan,
+    mesh: Mesh,
+    weights: jax.Array | None = None,
 ) -> Chunk:
-    """The kernel's inputs for one chunk: the C axis sharded, replicates and `weights` replicated."""
+    """The kernel's inputs for one chunk of `lane`: the C axis sharded; replicates, the lane's branch
+    (activation, init family, trip count) and `weights` replicated."""
     sharded = NamedSharding(mesh, PartitionSpec(None, "configs"))
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def cells(column, kind):
-        return jax.device_put(np.asarray(members[column].to_numpy()[plan.rows], kind), sharded)
+        return jax.device_put(np.asarray(lane[column].to_numpy()[plan.rows], kind), sharded)
 
+    def scalar(value):
+        return jax.device_put(np.int32(value), replicated)
+
+    depths = lane["depth"].to_numpy()[plan.rows]
     return Chunk(
-        replicate=jax.device_put(chunk_replicates(members, plan), replicated),
-        sigma_w=cells("sigma_w", dtype),
-        sigma_b=cells("sigma_b", dtype),
+        replicate=jax.device_put(chunk_replicates(lane, plan), replicated),
+        sigma_w=cells("sigma_w", np.dtype(key.dtype)),
+        sigma_b=cells("sigma_b", np.dtype(key.dtype)),
         depth=cells("depth", jnp.int32),
+        branch=Branch(
+            activation=scalar(key.activations.index(lane["activation"].iloc[0])),
+            init_family=scalar(key.init_families.index(lane["init_family"].iloc[0])),
+            n_layers=scalar(depths.max()),
+        ),
         weights=None if weights is None else jax.device_put(weights, replicated),
     )
 

@@ -1,7 +1,9 @@
 """Expands a sweep into configuration rows and splits each row into static and dynamic parts.
 
-The static part (`StaticKey`) is everything that changes shapes or code paths; it is both the jit cache
-key and the groupby key. The dynamic part (scales, depth, replicate) becomes arrays that vmap sees.
+The static part is everything that changes shapes or code paths, and is both a jit cache key and a
+groupby key: `KernelKey` for the gradient kernel, whose activation, init family and depth are runtime
+values, and `TrainKey` (around a network's `StaticKey`) for a trainer. The dynamic part (scales,
+depth, replicate, and the kernel's branch choices) becomes arrays that the compiled code sees.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from gradbench.spec import SweepSpec, TrainSpec
 
 
 class StaticKey(NamedTuple):
-    """What one compiled kernel is specialised on. `depth` is the bucket's largest depth."""
+    """What one network of a compiled trainer is specialised on. `depth` is the bucket's largest."""
 
     architecture: str
     activation: str
@@ -36,6 +38,33 @@ class StaticKey(NamedTuple):
         return (
             f"{self.activation}-{self.init_family}-w{self.width}-b{self.batch}-L{self.depth}"
             f"-{self.loss}-{self.dtype}-{self.measure}"
+        )
+
+
+class KernelKey(NamedTuple):
+    """What one compiled gradient kernel is specialised on: shapes and code paths, none of the axes
+    a sweep varies but width and batch.
+
+    A chunk picks one of `activations` and one of `init_families` at run time (unbatched
+    `lax.switch` indices, so only the chosen branch runs), and its configs may have any depth up to
+    `depth`, the workspace's: the deepest config of the group.
+    """
+
+    architecture: str
+    width: int
+    batch: int
+    depth: int
+    loss: str
+    dtype: str
+    measure: str
+    activations: tuple[str, ...]
+    init_families: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.architecture}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
+            f"-{self.dtype}-{self.measure}-{'+'.join(self.init_families)}"
         )
 
 
@@ -256,11 +285,12 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
     if spec.train is not None:
         frame = frame.merge(train_rows(spec.train), how="cross")
     frame["config_id"] = config_ids(frame)
-    buckets = depth_buckets(frame["depth"].unique().tolist(), spec.depth_bucket_ratio)
-    codes, keys = _static_keys(frame, buckets)
-    frame["group"] = np.array([key.label for key in keys], dtype=object)[codes]
+    frame["group"] = ""
+    for key, lanes in kernel_groups(frame, spec):
+        frame.loc[np.concatenate([lane.index for lane in lanes]), "group"] = key.label
     columns = list(CONFIG_COLUMNS)
     if spec.train is not None:
+        buckets = depth_buckets(frame["depth"].unique().tolist(), spec.depth_bucket_ratio)
         clips = tuple(rule for rule, _ in spec.train.clip)
         codes, train_keys = _train_keys(frame, buckets, clips)
         frame["train_group"] = np.array([key.label for key in train_keys], dtype=object)[codes]
@@ -335,23 +365,44 @@ def static_key(row: dict, bucket_depth: int) -> StaticKey:
     )
 
 
-def groups(configs: pd.DataFrame, spec: SweepSpec) -> list[tuple[StaticKey, pd.DataFrame]]:
-    """Configs grouped by StaticKey, each group sorted by replicate so that shared draws are adjacent."""
+# Families whose draws are made before the kernel (`gradbench.model.PREDRAWN_FAMILIES`) get a kernel
+# of their own, which reads the draws instead of making them. (Not imported: model imports this.)
+OWN_KERNEL_FAMILIES = ("orthogonal",)
+KERNEL_COLUMNS = ["architecture", "width", "batch", "loss", "dtype", "measure"]
+
+
+def kernel_groups(
+    configs: pd.DataFrame, spec: SweepSpec
+) -> list[tuple[KernelKey, list[pd.DataFrame]]]:
+    """Configs grouped by the kernel that runs them, each group split into lanes of one chunk kind.
+
+    A lane holds one activation, one init family and one depth bucket (`depth_buckets`: a chunk runs
+    as many layers as its deepest config, so the bucket bounds the layers a shallower config passes
+    through), sorted by replicate, so that shared draws are adjacent.
+    """
     buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
-    codes, keys = _static_keys(configs, buckets)
-    return [
-        (key, configs[codes == i].sort_values("replicate", kind="stable"))
-        for i, key in enumerate(keys)
-    ]
-
-
-def _static_keys(
-    configs: pd.DataFrame, buckets: dict[int, int]
-) -> tuple[np.ndarray, list[StaticKey]]:
-    """Each row's index into its table's distinct StaticKeys, and those keys in order of appearance."""
-    columns = configs[list(StaticKey._fields)].assign(depth=configs["depth"].map(buckets))
-    codes, rows = _distinct_rows(columns)  # depth: the bucket's
-    return codes, [static_key(row, row["depth"]) for row in rows]
+    own = configs["init_family"].where(configs["init_family"].isin(OWN_KERNEL_FAMILIES), "")
+    frame = configs.assign(_own=own, _bucket=configs["depth"].map(buckets))
+    out = []
+    for values, members in frame.groupby([*KERNEL_COLUMNS, "_own"], sort=False):
+        group = dict(zip([*KERNEL_COLUMNS, "_own"], values, strict=True))
+        key = KernelKey(
+            architecture=group["architecture"],
+            width=int(group["width"]),
+            batch=int(group["batch"]),
+            depth=int(members["depth"].max()),
+            loss=group["loss"],
+            dtype=group["dtype"],
+            measure=group["measure"],
+            activations=tuple(sorted(members["activation"].unique())),
+            init_families=tuple(sorted(members["init_family"].unique())),
+        )
+        lanes = [
+            lane.sort_values("replicate", kind="stable").drop(columns=["_own", "_bucket"])
+            for _, lane in members.groupby(["activation", "init_family", "_bucket"], sort=True)
+        ]
+        out.append((key, lanes))
+    return out
 
 
 def _distinct_rows(columns: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
@@ -364,7 +415,7 @@ def _distinct_rows(columns: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
 def _train_keys(
     configs: pd.DataFrame, buckets: dict[int, int], clips: tuple[str, ...], log_every: int = 0
 ) -> tuple[np.ndarray, list[TrainKey]]:
-    """Like `_static_keys`, for the trainers of a table with training columns."""
+    """Each row's index into its table's distinct TrainKeys, and those keys in order of appearance."""
     fields = [*StaticKey._fields, "optimizer", "task", "steps", "samples", "train_batch", "outputs"]
     columns = configs[fields].assign(depth=configs["depth"].map(buckets))
     codes, rows = _distinct_rows(columns)

@@ -1,8 +1,15 @@
-"""One compiled gradient computation per StaticKey: the forward and backward scans, vmapped over configs.
+"""One compiled gradient computation per KernelKey: the forward and backward loops, vmapped over configs.
 
 A chunk is laid out (replicates, configs): the inner vmap runs the configs of one replicate, which share
 their standard draws, so every layer's forward and backward product is one (configs x batch, width)
 matrix product; the outer vmap runs several replicates side by side.
+
+Activation, init family and depth are values, not compile-time constants. A chunk's configs share one
+activation and one init family, chosen by unbatched `lax.switch` indices (`gradbench.model.Branch`),
+so only the chosen branch runs; the layer loops run as many layers as the chunk's deepest config
+(shallower configs pass the extra layers through as identity). So a sweep compiles one kernel per
+shape (width, batch, loss, dtype, measure mode, and chunk shape), whatever activations, init families
+and depths it sweeps.
 
 The saved pre-activations live in a `workspace` the caller passes in and gets back: the kernel donates it,
 so consecutive calls of one shape reuse its memory. Fresh memory of that size (hundreds of MB) costs
@@ -22,9 +29,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench.backprop import make_backward
-from gradbench.grid import StaticKey
+from gradbench.grid import KernelKey
 from gradbench.model import (
     PREDRAWN_FAMILIES,
+    Branch,
     Forward,
     make_forward,
     replicate_key,
@@ -34,42 +42,45 @@ from gradbench.model import (
 
 
 class Chunk(NamedTuple):
-    """Dynamic inputs of one kernel call. `replicate` has shape (R,), sigma_w, sigma_b and depth (R, C).
+    """Dynamic inputs of one kernel call. `replicate` has shape (R,), sigma_w, sigma_b and depth (R, C),
+    `branch` holds scalars.
 
     `weights` is None, or for a pre-drawn init family the replicates' standard draws
-    (R, depth_bucket, width, width) from `make_weight_draw`.
+    (R, key.depth, width, width) from `make_weight_draw`.
     """
 
     replicate: jax.Array
     sigma_w: jax.Array
     sigma_b: jax.Array
     depth: jax.Array
+    branch: Branch
     weights: jax.Array | None = None
 
 
 class RawStats(NamedTuple):
-    """Raw per-layer statistics, shape (R, C, depth_bucket[, N_TAG]); `gradbench.measure` reads them."""
+    """Raw per-layer statistics, shape (R, C, key.depth[, N_TAG]); `gradbench.measure` reads them."""
 
     tags: jax.Array
     forward: Forward
 
 
-def new_workspace(static: StaticKey, chunk: Chunk, mesh: Mesh | None = None) -> jax.Array:
+def new_workspace(key: KernelKey, chunk: Chunk, mesh: Mesh | None = None) -> jax.Array:
     """A kernel's workspace for chunks shaped like `chunk`: (R, C, depth, batch, width), the layout the
-    vmapped scans use (any other costs a transposed copy), its C axis sharded over `mesh` like chunks'."""
-    shape = (*chunk.sigma_w.shape, static.depth, static.batch, static.width)
+    vmapped loops use (any other costs a transposed copy), its C axis sharded over `mesh` like chunks'."""
+    shape = (*chunk.sigma_w.shape, key.depth, key.batch, key.width)
     placement = None if mesh is None else NamedSharding(mesh, PartitionSpec(None, "configs"))
-    return jnp.zeros(shape, static.dtype, device=placement)
+    return jnp.zeros(shape, key.dtype, device=placement)
 
 
-def predrawn(static: StaticKey) -> bool:
-    """Whether the kernel of `static` reads pre-drawn weights (`Chunk.weights`) instead of drawing."""
-    return static.init_family in PREDRAWN_FAMILIES
+def predrawn(key: KernelKey) -> bool:
+    """Whether the kernel of `key` reads pre-drawn weights (`Chunk.weights`) instead of drawing.
+    Such families have kernels of their own (`gradbench.grid.kernel_groups`)."""
+    return any(family in PREDRAWN_FAMILIES for family in key.init_families)
 
 
-def weight_stack_bytes(static: StaticKey) -> int:
-    """Bytes of one replicate's pre-drawn weights: depth_bucket float32 (width, width) matrices."""
-    return 4 * static.depth * static.width**2
+def weight_stack_bytes(key: KernelKey) -> int:
+    """Bytes of one replicate's pre-drawn weights: key.depth float32 (width, width) matrices."""
+    return 4 * key.depth * key.width**2
 
 
 @functools.cache
@@ -89,27 +100,29 @@ def make_weight_draw(width: int, depth: int, init_family: str):
 
 
 @functools.cache
-def make_kernel(static: StaticKey, allow_imports: bool = False):
-    """The jitted `kernel(seed, chunk, workspace) -> (RawStats, workspace)` for one StaticKey (compiled once per
-    chunk shape). `workspace` (see `new_workspace`) is donated: pass the one the previous call returned."""
-    forward = make_forward(static, allow_imports)
-    backward = make_backward(static, allow_imports)
+def make_kernel(key: KernelKey, allow_imports: bool = False):
+    """The jitted `kernel(seed, chunk, workspace) -> (RawStats, workspace)` for one KernelKey (compiled
+    once per chunk shape). `workspace` (see `new_workspace`) is donated: pass the one the previous call
+    returned."""
+    forward = make_forward(key, allow_imports)
+    backward = make_backward(key, allow_imports)
 
-    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, stack):
+    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, stack, branch):
         rep_key = replicate_key(seed, replicate)
-        shared = shared_draws(rep_key, static.batch, static.width)
+        shared = shared_draws(rep_key, key.batch, key.width)
 
         def one_config(sw, sb, d, workspace):
-            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d, workspace, stack)
-            x = shared.x.astype(saved.z_in.dtype)
-            tags = backward(rep_key, x, saved, top_grad, sw, d, stack)
-            return RawStats(tags, facts), saved.z_in
+            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d, workspace, branch, stack)
+            x = shared.x.astype(saved.z.dtype)
+            tags = backward(rep_key, x, saved, top_grad, sw, d, branch, stack)
+            return RawStats(tags, facts), saved.z
 
         return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
 
     @functools.partial(jax.jit, donate_argnums=2)
     def kernel(seed, chunk: Chunk, workspace: jax.Array) -> tuple[RawStats, jax.Array]:
-        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0))(
+        # The branch is not vmapped: a batched switch index would run every branch.
+        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0, None))(
             seed,
             chunk.replicate,
             chunk.sigma_w,
@@ -117,6 +130,7 @@ def make_kernel(static: StaticKey, allow_imports: bool = False):
             chunk.depth,
             workspace,
             chunk.weights,
+            chunk.branch,
         )
 
     return kernel

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from gradbench import registry
-from gradbench.grid import StaticKey
+from gradbench.grid import KernelKey
 from gradbench.layerstats import is_tiny, unit_norm
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
@@ -50,15 +50,6 @@ def weight_stack(rep_key: jax.Array, depth: int, width: int, init_family: str) -
     return jax.vmap(lambda layer: weight_draw(rep_key, layer, width, init_family))(
         jnp.arange(depth)
     )
-
-
-def standard_weight(
-    rep_key: jax.Array, layer, width: int, init_family: str, stack: jax.Array | None
-) -> jax.Array:
-    """Z_l of hidden layer `layer`: read from the replicate's `weight_stack` if given, else drawn."""
-    if stack is None:
-        return weight_draw(rep_key, layer, width, init_family)
-    return jax.lax.dynamic_index_in_dim(stack, layer, keepdims=False)
 
 
 def bias_draw(rep_key: jax.Array, layer, width: int) -> jax.Array:
@@ -104,83 +95,123 @@ class Forward(NamedTuple):
 class Saved(NamedTuple):
     """What the backward pass reads back: one array per layer, everything else it recomputes.
 
-    Layer l's entries describe its input h_hat_{l-1} = phi(z_hat_{l-1}) exp(-log_rms_{l-1}), so that the
-    reverse scan reads everything about a layer at its own step (entry 0 is unused: h_{-1} is x).
+    Entry l describes layer l's output h_hat_l = phi(z_hat_l) exp(-log_rms_l).
     """
 
-    z_in: jax.Array  # (depth, batch, width) z_hat_{l-1}
-    log_rms_in: jax.Array  # (depth,) log_rms_{l-1}, the frame step of the layer below
-    z_top: jax.Array  # (batch, width) z_hat of the last layer, whose output feeds the readout
-    log_rms_top: jax.Array
+    z: jax.Array  # (depth, batch, width) z_hat_l
+    log_rms: jax.Array  # (depth,) log_rms_l, the frame step of layer l
 
 
-def uses_frames(static: StaticKey, phi: registry.Activation) -> bool:
+def uses_frames(measure: str, phi: registry.Activation) -> bool:
     """Whether the forward pass carries h in scaled frames: log mode and a positively homogeneous phi."""
-    return static.measure == "log" and phi.homogeneous
+    return measure == "log" and phi.homogeneous
 
 
-def make_forward(static: StaticKey, allow_imports: bool = False):
-    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace, stack)`.
+class Branch(NamedTuple):
+    """A chunk's choices, the same for all its configs: unbatched, so each `lax.switch` runs one branch.
 
-    One config's forward pass, returning `(Saved, Forward, top_grad)`; `top_grad` is d J_hat / d h_hat_top,
-    the loss gradient in the frame of the last layer (probe loss J = mean_b <u_b, W_out h_b>, or mse
-    J = mean_b ||W_out h_b - t_b||^2 / 2). Layers at index >= depth are identity. `workspace`, a
-    (depth_bucket, batch, width) array whose contents do not matter, is overwritten with `Saved.z_in`:
-    the kernel passes a donated buffer there, so that the largest array of a call reuses the previous
-    call's memory instead of new pages. `stack` is the replicate's `weight_stack` (None: draw in place).
+    `activation` and `init_family` index `KernelKey.activations` and `KernelKey.init_families`;
+    `n_layers`, the depth of the chunk's deepest config, is the trip count of the layer loops.
     """
-    phi = registry.activation(static.activation, allow_imports=allow_imports)
-    renormalise = uses_frames(static, phi)
-    dtype = jnp.dtype(static.dtype)
-    width, batch = static.width, static.batch
+
+    activation: jax.Array
+    init_family: jax.Array
+    n_layers: jax.Array
+
+
+def activations(key: KernelKey, allow_imports: bool = False) -> list[registry.Activation]:
+    """The kernel's activations, in the order of its switch branches."""
+    return [registry.activation(name, allow_imports=allow_imports) for name in key.activations]
+
+
+def make_standard_weight(key: KernelKey):
+    """`weight(rep_key, layer, family, stack) -> Z_l`: `standard_weight` of the family
+    `key.init_families[family]`, a switch over the kernel's families (unless `stack` holds them)."""
+    shape = (key.width, key.width)
+    branches = [
+        lambda k, draw=registry.INIT_FAMILIES[name].draw: draw(k, shape)
+        for name in key.init_families
+    ]
+
+    def weight(rep_key, layer, family, stack):
+        if stack is not None:
+            return jax.lax.dynamic_index_in_dim(stack, layer, keepdims=False)
+        return jax.lax.switch(family, branches, _layer_keys(rep_key, layer)[0])
+
+    return weight
+
+
+def make_forward(key: KernelKey, allow_imports: bool = False):
+    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace, branch, stack)`.
+
+    One config's forward pass over `branch.n_layers` layers, returning `(Saved, Forward, top_grad)`;
+    `top_grad` is d J_hat / d h_hat_top, the loss gradient in the frame of the last layer (probe loss
+    J = mean_b <u_b, W_out h_b>, or mse J = mean_b ||W_out h_b - t_b||^2 / 2). Layers at index >=
+    depth are identity. `workspace`, a (key.depth, batch, width) array whose contents do not matter,
+    is overwritten with `Saved.z`: the kernel passes a donated buffer there, so that the largest array
+    of a call reuses the previous call's memory instead of new pages; entries past `branch.n_layers`
+    keep what they held. `stack` is the replicate's `weight_stack` (None: draw in place).
+    """
+    dtype = jnp.dtype(key.dtype)
+    width, batch = key.width, key.batch
     log_size = math.log(batch * width)
     precision = jax.lax.Precision.HIGHEST
+    weight = make_standard_weight(key)
 
-    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace, stack=None):
+    def activate(phi: registry.Activation):
+        """`z -> (h_hat, log_rms)`: phi(z), renormalised to unit RMS when the pass uses frames."""
+
+        def branch(z):
+            h, log_rms = phi.fn(z), jnp.zeros((), dtype)
+            if uses_frames(key.measure, phi):
+                log_rms = unit_norm(h).log_norm - 0.5 * log_size
+                log_rms = jnp.where(jnp.isfinite(log_rms), log_rms, 0.0)
+                h = h * jnp.exp(-log_rms)
+            return h, log_rms
+
+        return branch
+
+    branches = [activate(phi) for phi in activations(key, allow_imports)]
+
+    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace, branch, stack=None):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
         sigma_b = sigma_b.astype(dtype)
+        # Drawn before the loop: inside it XLA would fuse the draw into the per-element loop that adds
+        # the bias, evaluating it once per row (configs x batch) instead of once.
+        indices = jnp.arange(key.depth)
+        betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width).astype(dtype)
 
-        def layer(carry, inputs):
-            h, s, z_below, log_rms_below, workspace = carry
-            index, beta = inputs
-            z_std = standard_weight(rep_key, index, width, static.init_family, stack)
+        def layer(index, carry):
+            h, s, workspace, facts = carry
+            z_std = weight(rep_key, index, branch.init_family, stack)
             # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
             # that exp(-s) overflowing never turns 0 into NaN.
-            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * beta[None, :]
+            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * betas[index][None, :]
             z = weight_scale * jnp.matmul(h, z_std.astype(dtype).T, precision=precision) + bias
             z_norm = unit_norm(z)
             log_q = 2 * z_norm.log_norm - log_size + 2 * s
-            h_next, log_rms = phi.fn(z), jnp.zeros((), dtype)
-            if renormalise:
-                log_rms = unit_norm(h_next).log_norm - 0.5 * log_size
-                log_rms = jnp.where(jnp.isfinite(log_rms), log_rms, 0.0)
-                h_next = h_next * jnp.exp(-log_rms)
+            h_next, log_rms = jax.lax.switch(branch.activation, branches, z)
+            workspace = jax.lax.dynamic_update_index_in_dim(workspace, z, index, 0)
+            fact = jnp.stack([log_rms, log_q, is_tiny(z_norm.max_abs).astype(dtype), s])
+            facts = jax.lax.dynamic_update_index_in_dim(facts, fact, index, 1)
             # Past the config's depth layers are identity: h and s stay. z and log_rms need no mask:
             # the backward pass uses them only for the layers below the depth.
             active = index < depth
-            workspace = jax.lax.dynamic_update_index_in_dim(workspace, z_below, index, 0)
             h_next, s_next = jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s)
-            carry = (h_next, s_next, z, log_rms, workspace)
-            return carry, (log_rms_below, log_q, is_tiny(z_norm.max_abs), s)
+            return h_next, s_next, workspace, facts
 
         x = shared.x.astype(dtype)
-        start = (x, jnp.zeros((), dtype), jnp.zeros_like(x), jnp.zeros((), dtype), workspace)
-        indices = jnp.arange(static.depth)
-        # Drawn before the scan: inside it XLA would fuse the draw into the per-element loop that adds
-        # the bias, evaluating it once per row (configs x batch) instead of once.
-        betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width).astype(dtype)
-        (h_top, s_top, z_top, log_rms_top, z_in), (log_rms_in, log_q, tiny_z, log_h_scale) = (
-            jax.lax.scan(layer, start, (indices, betas))
-        )
+        start = (x, jnp.zeros((), dtype), workspace, jnp.zeros((4, key.depth), dtype))
+        h_top, s_top, z, facts = jax.lax.fori_loop(0, branch.n_layers, layer, start)
+        log_rms, log_q, tiny_z, log_h_scale = facts
         readout = shared.readout.astype(dtype)
         probe = shared.probe.astype(dtype)
-        if static.loss == "probe":
+        if key.loss == "probe":
             dj_dy, log_top = probe / batch, s_top
         else:  # mse: dJ/dy = y - t = exp(s_top) (y_hat - t exp(-s_top))
             y = jnp.matmul(h_top, readout.T, precision=precision)
             dj_dy, log_top = (y - probe * jnp.exp(-s_top)) / batch, 2 * s_top
         top_grad = jnp.matmul(dj_dy, readout, precision=precision)
-        saved = Saved(z_in, log_rms_in, z_top, log_rms_top)
-        return saved, Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
+        return Saved(z, log_rms), Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
 
     return forward

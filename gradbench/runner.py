@@ -29,6 +29,7 @@ from gradbench.chunks import (
     chunk_capacity,
     chunk_inputs,
     chunk_replicates,
+    chunk_shape,
     chunk_weights,
     config_mesh,
     layer_table,
@@ -59,9 +60,9 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class Task:
-    """One chunk of one compile group, with the name of its part."""
+    """One chunk of one compile group (of one of its lanes), with the name of its part."""
 
-    static: grid.StaticKey
+    static: grid.KernelKey
     members: pd.DataFrame
     plan: ChunkPlan
     key: str
@@ -76,13 +77,15 @@ class Task:
 def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Task]:
     tasks = []
     platform = jax.local_devices()[0].platform
-    for static, members in grid.groups(configs, spec):
+    for static, lanes in grid.kernel_groups(configs, spec):
         capacity = chunk_capacity(static, spec.chunk_size, platform)
-        replicates = members["replicate"].to_numpy()
         most = replicate_capacity(static, platform, devices)
-        for plan in plan_chunks(replicates, capacity, multiple=devices, max_replicates=most):
-            ids = members["config_id"].to_numpy()[plan.rows][plan.real]
-            tasks.append(Task(static, members, plan, chunk_key(static.label, ids)))
+        replicates = [lane["replicate"].to_numpy() for lane in lanes]
+        shape = chunk_shape(replicates, capacity, multiple=devices, max_replicates=most)
+        for lane in lanes:
+            for plan in plan_chunks(lane["replicate"].to_numpy(), shape):
+                ids = lane["config_id"].to_numpy()[plan.rows][plan.real]
+                tasks.append(Task(static, lane, plan, chunk_key(static.label, ids)))
     return tasks
 
 
@@ -141,7 +144,7 @@ class _Kernels:
             task.static.label,
             {
                 "group": task.static.label,
-                "depth_bucket": task.static.depth,
+                "workspace_depth": task.static.depth,
                 "chunk_shape": list(task.plan.rows.shape),
                 "chunks": 0,
                 "chunks_resumed": 0,
@@ -154,7 +157,7 @@ class _Kernels:
         )
 
     def measure(
-        self, static: grid.StaticKey, members: pd.DataFrame, plan: ChunkPlan
+        self, static: grid.KernelKey, members: pd.DataFrame, plan: ChunkPlan
     ) -> pd.DataFrame:
         """The chunk's layer table; a chunk that runs out of device memory is split in two and retried.
 
@@ -165,7 +168,7 @@ class _Kernels:
             weights = None
             if predrawn(static):
                 weights = self.weights(static, chunk_replicates(members, plan))
-            inputs = chunk_inputs(members, plan, np.dtype(static.dtype), self.mesh, weights)
+            inputs = chunk_inputs(static, members, plan, self.mesh, weights)
             raw = jax.device_get(self.call(static, inputs))
         except Exception as exc:  # XLA reports exhausted memory as a runtime error
             self.workspace = self.stack = None
@@ -178,9 +181,10 @@ class _Kernels:
             return pd.concat([self.measure(static, members, h) for h in halves], ignore_index=True)
         return layer_table(members, plan, raw, self.spec.measure)
 
-    def weights(self, static: grid.StaticKey, replicates: np.ndarray):
+    def weights(self, static: grid.KernelKey, replicates: np.ndarray):
         """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
-        shape = (static.width, static.depth, static.init_family)
+        (family,) = static.init_families
+        shape = (static.width, static.depth, family)
         key = (*shape, tuple(replicates))
         if self.stack is None or self.stack[0] != key:
             self.stack = None  # free the previous chunk's before drawing
@@ -192,7 +196,7 @@ class _Kernels:
             self.stack = (key, chunk_weights(draw, self.seed, replicates, self.mesh))
         return self.stack[1]
 
-    def call(self, static: grid.StaticKey, inputs) -> RawStats:
+    def call(self, static: grid.KernelKey, inputs) -> RawStats:
         """One kernel call. The workspace of the latest chunk shape is kept: each call donates it."""
         key = (static, inputs.sigma_w.shape)
         if self.workspace is None or self.workspace[0] != key:
@@ -203,14 +207,14 @@ class _Kernels:
         self.workspace = (key, workspace)
         return raw
 
-    def kernel(self, static: grid.StaticKey, inputs, workspace):
+    def kernel(self, static: grid.KernelKey, inputs, workspace):
         return self.compile(
             (static, inputs.sigma_w.shape),
             static,
             lambda: make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace),
         )
 
-    def compile(self, key, static: grid.StaticKey, lower):
+    def compile(self, key, static: grid.KernelKey, lower):
         """The executable of `lower()` (a `jax.stages.Lowered`), compiled once per `key` and counted
         in the facts of `static`'s group."""
         if key not in self.compiled:

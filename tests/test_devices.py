@@ -91,14 +91,15 @@ def test_predrawn_weights_are_the_draws_of_each_layer():
 
 def test_predrawn_weights_are_bounded_per_chunk():
     """A chunk holds the weights of as many replicates as a workspace's budget allows, at least one."""
-    from gradbench.chunks import plan_chunks, replicate_capacity
-    from gradbench.grid import StaticKey
+    from gradbench.chunks import chunk_shape, plan_chunks, replicate_capacity
+    from gradbench.grid import KernelKey
 
-    deep = StaticKey("mlp", "tanh", "orthogonal", 256, 64, 1000, "probe", "float32", "log")
+    deep = KernelKey("mlp", 256, 64, 1000, "probe", "float32", "log", ("tanh",), ("orthogonal",))
     assert replicate_capacity(deep, "cpu", 1) == 4  # 4 x 262 MB within 1 GB
     assert replicate_capacity(deep, "cpu", 4) == 1  # every device holds a copy
     assert replicate_capacity(deep, "gpu", 8) == 16  # 4 GB per device
-    assert replicate_capacity(deep._replace(init_family="gaussian"), "cpu", 4) >= 2048
-    plans = plan_chunks(np.repeat(np.arange(10), 2), capacity=64, max_replicates=4)
+    assert replicate_capacity(deep._replace(init_families=("gaussian",)), "cpu", 4) >= 2048
+    replicates = np.repeat(np.arange(10), 2)
+    plans = plan_chunks(replicates, chunk_shape([replicates], capacity=64, max_replicates=4))
     assert max(p.rows.shape[0] for p in plans) == 4
     assert sum(int(p.real.sum()) for p in plans) == 20

@@ -1,4 +1,6 @@
-"""The vmapped, scanned, masked kernel against an independent per-config loop (tests/reference.py)."""
+"""The vmapped, looped, masked kernel against an independent per-config loop (tests/reference.py)."""
+
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +9,9 @@ import pytest
 from reference import reference_layers
 
 from gradbench import spec as spec_module
-from gradbench.grid import StaticKey
+from gradbench.grid import KernelKey
 from gradbench.kernel import Chunk, make_kernel, new_workspace
+from gradbench.model import Branch
 from gradbench.runner import run
 
 STATS = ["log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"]
@@ -75,6 +78,51 @@ def test_kernel_equals_reference_loop(case, tmp_path):
             )
 
 
+MIXED = """
+name = "one-kernel"
+seed = 5
+[model]
+width = 16
+batch = 4
+[axes]
+activation = ["tanh", "relu", "erf", "gelu", "selu", "sigmoid"]
+init = ["gaussian", "uniform", "truncated_normal"]
+sigma_w2 = [1.5]
+sigma_b2 = [0.05]
+depth = [3, 6, 12, 24]
+"""
+
+
+def test_one_kernel_runs_every_activation_init_family_and_depth(tmp_path, caplog):
+    """6 activations x 3 init families x 4 depths: one gradient kernel is traced and compiled (its
+    branches and trip counts are runtime values), and every config equals the per-config loop."""
+    spec = spec_module.parse(MIXED)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="jax"):
+            result = run(spec, tmp_path / "out", progress=False, report=False)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    traced = [r for r in caplog.records if r.getMessage().startswith("Compiling jit(kernel)")]
+    assert len(traced) == 1
+    (group,) = result.manifest["groups"]
+    assert group["compiles"] + group["cache_hits"] == 1 and group["chunks"] == 6 * 3 * 4
+    assert result.configs["group"].nunique() == 1 and len(result.configs) == 72
+
+    layers = result.layers.set_index(["config_id", "layer"]).sort_index()
+    for config in result.configs.to_dict("records"):
+        expected = reference_layers(
+            **{k: config[k] for k in ("activation", "init_family", "width", "batch", "depth")},
+            **{k: config[k] for k in ("sigma_w2", "sigma_b2", "seed", "replicate", "loss")},
+        )
+        measured = layers.loc[config["config_id"]]
+        assert list(measured.index) == list(range(1, config["depth"] + 1))
+        for stat in STATS:
+            np.testing.assert_allclose(
+                measured[stat], expected[stat], rtol=0, atol=2e-4, err_msg=f"{stat} {config}"
+            )
+
+
 def test_group_compiles_once_and_chunking_changes_nothing(tmp_path):
     text = sweep_text(
         "tanh", "gaussian", "probe", "log", "float32", 4, [0.5, 1.0, 2.0], [0.0, 0.1], [3, 4]
@@ -116,14 +164,15 @@ def test_only_the_workspace_grows_with_depth():
     layer_bytes = configs * batch * width * 4
 
     def memory(depth):
-        static = StaticKey(
-            "mlp", "tanh", "gaussian", width, batch, depth, "probe", "float32", "log"
+        static = KernelKey(
+            "mlp", width, batch, depth, "probe", "float32", "log", ("tanh",), ("gaussian",)
         )
         chunk = Chunk(
             replicate=jnp.zeros(1, jnp.uint32),
             sigma_w=jnp.ones((1, configs), jnp.float32),
             sigma_b=jnp.zeros((1, configs), jnp.float32),
             depth=jnp.full((1, configs), depth, jnp.int32),
+            branch=Branch(jnp.int32(0), jnp.int32(0), jnp.int32(depth)),
         )
         workspace = new_workspace(static, chunk)
         compiled = make_kernel(static).lower(np.uint32(0), chunk, workspace).compile()

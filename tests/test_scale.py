@@ -208,9 +208,9 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
 
 def test_chunk_capacity_keeps_cpu_layers_cache_sized_and_workspaces_bounded():
     from gradbench.chunks import chunk_capacity
-    from gradbench.grid import StaticKey
+    from gradbench.grid import KernelKey
 
-    bench = StaticKey("mlp", "tanh", "gaussian", 256, 128, 32, "probe", "float32", "log")
+    bench = KernelKey("mlp", 256, 128, 32, "probe", "float32", "log", ("tanh",), ("gaussian",))
     assert chunk_capacity(bench, None, "cpu") == 16  # 16 x 128 x 256 float32 = 2 MB per layer
     assert chunk_capacity(bench._replace(width=64), None, "cpu") == 64
     assert chunk_capacity(bench._replace(dtype="float64"), None, "cpu") == 8

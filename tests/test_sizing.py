@@ -13,8 +13,9 @@ import pytest
 from gradbench import cli, grid, sizing
 from gradbench import spec as spec_module
 from gradbench.errors import SpecError
-from gradbench.grid import StaticKey
-from gradbench.kernel import Chunk, make_kernel, new_workspace
+from gradbench.grid import KernelKey
+from gradbench.kernel import Chunk, make_kernel, new_workspace, predrawn
+from gradbench.model import Branch
 
 HUGE = """
 name = "huge"
@@ -172,9 +173,9 @@ def test_size_of_a_grid_is_counted_from_its_axes():
 @pytest.mark.parametrize(
     "static",
     [
-        StaticKey("mlp", "tanh", "gaussian", 256, 8, 4, "probe", "float32", "log"),
-        StaticKey("mlp", "relu", "uniform", 128, 32, 48, "mse", "float32", "plain"),
-        StaticKey("mlp", "tanh", "orthogonal", 64, 4, 16, "probe", "float32", "log"),
+        KernelKey("mlp", 256, 8, 4, "probe", "float32", "log", ("tanh",), ("gaussian",)),
+        KernelKey("mlp", 128, 32, 48, "mse", "float32", "plain", ("relu",), ("uniform",)),
+        KernelKey("mlp", 64, 4, 16, "probe", "float32", "log", ("tanh",), ("orthogonal",)),
     ],
     ids=lambda s: s.label,
 )
@@ -186,8 +187,9 @@ def test_device_bound_is_below_what_the_compiled_kernel_needs(static):
         sigma_w=jnp.ones(rows),
         sigma_b=jnp.zeros(rows),
         depth=jnp.full(rows, static.depth, jnp.int32),
+        branch=Branch(jnp.int32(0), jnp.int32(0), jnp.int32(static.depth)),
         weights=jnp.zeros((1, static.depth, static.width, static.width))
-        if static.init_family == "orthogonal"
+        if predrawn(static)
         else None,
     )
     compiled = make_kernel(static).lower(np.uint32(0), chunk, new_workspace(static, chunk))
@@ -199,7 +201,7 @@ def test_device_bound_is_below_what_the_compiled_kernel_needs(static):
         - memory.alias_size_in_bytes
     )
     bound = sizing.config_device_bytes(
-        static.width, static.batch, static.depth, static.dtype, static.init_family
+        static.width, static.batch, static.depth, static.dtype, static.init_families[0]
     )
     assert bound <= needed < 4 * bound
 
@@ -251,6 +253,8 @@ def test_a_large_grid_expands_in_seconds():
     spec = spec_module.parse(LARGE.format(n=1000))
     started = time.process_time()
     configs = grid.expand(spec)
-    groups = grid.groups(configs, spec)
+    groups = grid.kernel_groups(configs, spec)
     assert time.process_time() - started < 10
-    assert len(configs) == spec.n_configs == 200_000 and len(groups) == 2 * 5
+    assert len(configs) == spec.n_configs == 200_000
+    ((key, lanes),) = groups  # one kernel; a lane per activation and depth bucket
+    assert key.activations == ("relu", "tanh") and key.depth == 64 and len(lanes) == 2 * 5
