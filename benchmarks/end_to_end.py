@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks.networks_file import COLUMNS
@@ -312,6 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two tiny sweeps, one round (CI)")
     parser.add_argument("--json", type=Path, help="write every timing as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        metavar="NAME",
+        help="full mode on these sweeps only (repeatable): a built-in name, tanh-10k, or a file",
+    )
+    parser.add_argument("--repeats", type=int, help="rounds per sweep (default: full 2, quick 1)")
     args = parser.parse_args(argv)
     if args.quick:
         flags = os.environ.get("XLA_FLAGS", "")
@@ -323,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    results = run_all(QUICK if args.quick else FULL, log=log, command=command.strip())
+    settings = QUICK if args.quick else FULL
+    if args.sweep:
+        named = {Path(s).stem: s for s in settings.sweeps}
+        settings = replace(settings, sweeps=tuple(named.get(s, s) for s in args.sweep))
+    if args.repeats:
+        settings = replace(settings, repeats=args.repeats)
+    results = run_all(settings, log=log, command=command.strip())
     print(end_to_end_report.markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
