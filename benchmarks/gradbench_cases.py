@@ -18,7 +18,7 @@ from gradbench import spec as gradbench_spec
 def forget_compilations() -> None:
     """Drops every compiled kernel, so that the next run compiles as in a fresh process."""
     jax.clear_caches()
-    try:  # gradbench also memoises its jitted kernels per StaticKey
+    try:  # gradbench also memoises its jitted kernels per KernelKey
         from gradbench.kernel import make_kernel
     except ImportError:
         return

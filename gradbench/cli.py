@@ -407,7 +407,7 @@ def cmd_list(args) -> int:
     print("losses:")
     for name, text in registry.LOSSES.items():
         print(f"  {name:<18} {text}")
-    print("architectures:\n  mlp                fully connected, lax.scan over layers")
+    print("architectures:\n  mlp                fully connected, one loop over layers")
     print(f"built-in sweeps ({SWEEPS_DIR}):")
     for name, path in built_in_sweeps().items():
         print(f"  {name:<24} {_description(path)}")

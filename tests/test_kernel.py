@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from reference import reference_layers
 
+from gradbench import registry
 from gradbench import spec as spec_module
 from gradbench.grid import KernelKey
 from gradbench.kernel import Chunk, make_kernel, new_workspace
@@ -121,6 +122,61 @@ def test_one_kernel_runs_every_activation_init_family_and_depth(tmp_path, caplog
             np.testing.assert_allclose(
                 measured[stat], expected[stat], rtol=0, atol=2e-4, err_msg=f"{stat} {config}"
             )
+
+
+def test_every_activation_and_init_family_in_one_sweep_equals_the_reference(tmp_path):
+    """All registered activations x all init families, float64, mixed depths in each lane: every
+    switch branch (activation, weight draw, frames or none) equals the float64 per-config loop.
+
+    They agree to 3e-8 in log10 for every activation, as the per-activation kernels before did; a
+    wrong branch is off by 1e-2 or more."""
+    names = sorted(a for a in registry.ACTIVATIONS if a != "swish")  # swish is silu's alias
+    text = f"""
+name = "every-branch"
+seed = 11
+[model]
+width = 8
+batch = 4
+[axes]
+activation = {names}
+init = ["gaussian", "uniform", "truncated_normal", "orthogonal"]
+sigma_w2 = [1.7]
+sigma_b2 = [0.1]
+depth = [2, 3]
+[run]
+dtype = "float64"
+"""
+    result = run(spec_module.parse(text), tmp_path / "out", progress=False, report=False)
+    assert result.configs["group"].nunique() == 2  # orthogonal's pre-drawn weights: a kernel apart
+    layers = result.layers.set_index(["config_id", "layer"]).sort_index()
+    for config in result.configs.to_dict("records"):
+        expected = reference_layers(
+            **{k: config[k] for k in ("activation", "init_family", "width", "batch", "depth")},
+            **{k: config[k] for k in ("sigma_w2", "sigma_b2", "seed", "replicate", "loss")},
+        )
+        measured = layers.loc[config["config_id"]]
+        for stat in STATS:
+            np.testing.assert_allclose(
+                measured[stat], expected[stat], rtol=0, atol=1e-7, err_msg=f"{stat} {config}"
+            )
+
+
+def test_mixed_depths_in_one_chunk_equal_separate_runs(tmp_path):
+    """Depths 4, 5 and 6 share chunks (one bucket, trip count 6); each equals its own run."""
+
+    def measured(depths, out):
+        text = sweep_text("tanh", "gaussian", "probe", "log", "float32", 4, [0.8, 2], [0.1], depths)
+        return run(spec_module.parse(text), tmp_path / out, progress=False, report=False)
+
+    mixed = measured([4, 5, 6], "mixed")
+    assert mixed.manifest["groups"][0]["chunks"] == 1
+    for depth in (4, 5, 6):
+        alone = measured(depth, f"d{depth}")
+        a = alone.layers.sort_values(["config_id", "layer"]).reset_index(drop=True)
+        b = mixed.layers[mixed.layers["config_id"].isin(a["config_id"])]
+        b = b.sort_values(["config_id", "layer"]).reset_index(drop=True)
+        assert len(a) == len(b) == 4 * depth
+        np.testing.assert_allclose(a[STATS].to_numpy(), b[STATS].to_numpy(), rtol=0, atol=1e-6)
 
 
 def test_group_compiles_once_and_chunking_changes_nothing(tmp_path):
