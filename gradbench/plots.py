@@ -403,6 +403,16 @@ def _ratio_colourbar(fig: Figure, mesh, axes, text: str, why: str) -> None:
         cbar.ax.axhline(lv, color="black", lw=1, ls="--" if lv < 0 else "-")
 
 
+def _flag_handles(seen: Mapping[str, int]) -> list[Patch]:
+    """Legend entries for the kinds of marked cells a figure has (the counts of `_mark_flags`)."""
+    handles = []
+    if seen.get("nonfinite"):
+        handles.append(Patch(**NONFINITE_STYLE, label="NaN/Inf in a replicate"))
+    if seen.get("unmeasured"):
+        handles.append(Patch(**UNMEASURED_STYLE, label="not measurable (underflow or zero)"))
+    return handles
+
+
 def _mark_flags(ax, xe, ye, grid: pd.DataFrame, xs) -> dict[str, int]:
     """Black cells where a replicate had NaN/Inf, hatched ones where one could not be measured."""
     seen = {}
@@ -473,10 +483,7 @@ def phase_diagram(
         Line2D([], [], color="black", ls="--", label=f"{-t:g}: vanishing below"),
         Line2D([], [], color="black", ls="-", label=f"+{t:g}: exploding above"),
     ][: 2 * bool(seen["contours"])] + list(handles.values())
-    if seen["nonfinite"]:
-        legend.append(Patch(**NONFINITE_STYLE, label="NaN/Inf in a replicate"))
-    if seen["unmeasured"]:
-        legend.append(Patch(**UNMEASURED_STYLE, label="not measurable (underflow or zero)"))
+    legend += _flag_handles(seen)
     title = f"{label(value)} over {label(x)} and {label(y)}; threshold t = {t:g}"
     return _finish(
         fig, axes, x, y, title, legend, loc="outside lower center", ncols=min(len(legend), 3)
@@ -801,12 +808,7 @@ def facet_map(
         ax.set_xlabel(label(x))
         ax.set_title(label(value), fontsize=9)
     _ratio_colourbar(fig, mesh, axes, "mean over replicates", why)
-    legend = []
-    if seen["nonfinite"]:
-        legend.append(Patch(**NONFINITE_STYLE, label="NaN/Inf in a replicate"))
-    if seen["unmeasured"]:
-        legend.append(Patch(**UNMEASURED_STYLE, label="not measurable (underflow or zero)"))
-    if legend:
+    if legend := _flag_handles(seen):
         fig.legend(handles=legend, frameon=False, fontsize=8, loc="outside lower center",
                    ncols=len(legend))  # fmt: skip
     n_rep = df["replicate"].nunique() if "replicate" in df else 1
@@ -882,12 +884,7 @@ def layer_map(
         fig.colorbar(mesh, ax=axes, shrink=0.9, extend="both").set_label(
             f"{text}\n(colours clipped at the 2nd and 98th percentiles)", fontsize=8
         )
-    legend = []
-    if seen["nonfinite"]:
-        legend.append(Patch(**NONFINITE_STYLE, label="NaN/Inf in a replicate"))
-    if seen["unmeasured"]:
-        legend.append(Patch(**UNMEASURED_STYLE, label="not measurable (underflow or zero)"))
-    if legend:
+    if legend := _flag_handles(seen):
         fig.legend(handles=legend, frameon=False, fontsize=8, loc="outside lower center",
                    ncols=len(legend))  # fmt: skip
     n_rep = df["replicate"].nunique() if "replicate" in df else 1
