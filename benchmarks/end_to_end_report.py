@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from benchmarks.report import markdown_table, target_rows
+
 COLUMNS = (
     "sweep",
     "configs",
@@ -92,16 +94,6 @@ def sweep_rows(results: dict) -> list[list[str]]:
     return rows
 
 
-def target_rows(results: dict) -> list[list[str]]:
-    rows = []
-    for t in results["targets"]:
-        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        if not t["assessed"]:
-            verdict = f"({verdict}; quick mode, not assessed)"
-        rows.append([t["name"], f"{t['op']} {t['target']:g}", _fmt(t["value"]), verdict, t["gap"]])
-    return rows
-
-
 def failures(results: dict) -> list[str]:
     """`sweep/case` of every case that failed."""
     return [
@@ -113,11 +105,7 @@ def failures(results: dict) -> list[str]:
 
 
 def markdown(results: dict) -> str:
-    def table(header, rows):
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
-        return "\n".join(lines)
-
+    table = markdown_table
     facts = [
         ["mode", results["mode"]],
         ["command", results["command"]],
@@ -137,7 +125,7 @@ def markdown(results: dict) -> str:
         [
             table(("fact", "value"), facts),
             table(COLUMNS, sweep_rows(results)),
-            table(("target", "want", "value", "verdict", "gap"), target_rows(results)),
+            table(("target", "want", "value", "verdict", "gap"), target_rows(results["targets"])),
             *notes,
         ]
     )

@@ -156,6 +156,13 @@ def target_rows(rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def markdown_table(header, rows) -> str:
+    """A Markdown table; a `|` inside a cell becomes `/`."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def console(results: dict) -> str:
     def table(header, rows):
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
@@ -177,11 +184,7 @@ def console(results: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    def table(header, rows):
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
-        return "\n".join(lines)
-
+    table = markdown_table
     m = results["machine"]
     facts = [
         ["mode", results["mode"]],
