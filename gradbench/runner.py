@@ -62,7 +62,7 @@ class Interrupted(KeyboardInterrupt):
 class Task:
     """One chunk of one compile group (of one of its lanes), with the name of its part."""
 
-    static: grid.KernelKey
+    kernel_key: grid.KernelKey
     members: pd.DataFrame
     plan: ChunkPlan
     key: str
@@ -77,15 +77,15 @@ class Task:
 def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Task]:
     tasks = []
     platform = jax.local_devices()[0].platform
-    for static, lanes in grid.kernel_groups(configs, spec):
-        capacity = chunk_capacity(static, spec.chunk_size, platform)
-        most = replicate_capacity(static, platform, devices)
+    for kernel_key, lanes in grid.kernel_groups(configs, spec):
+        capacity = chunk_capacity(kernel_key, spec.chunk_size, platform)
+        most = replicate_capacity(kernel_key, platform, devices)
         replicates = [lane["replicate"].to_numpy() for lane in lanes]
         shape = chunk_shape(replicates, capacity, multiple=devices, max_replicates=most)
         for lane in lanes:
             for plan in plan_chunks(lane["replicate"].to_numpy(), shape):
                 ids = lane["config_id"].to_numpy()[plan.rows][plan.real]
-                tasks.append(Task(static, lane, plan, chunk_key(static.label, ids)))
+                tasks.append(Task(kernel_key, lane, plan, chunk_key(kernel_key.label, ids)))
     return tasks
 
 
@@ -114,13 +114,13 @@ def execute(
                 fact["chunks_resumed"] += 1
             else:
                 t0, compiling = time.perf_counter(), fact["compile_seconds"]
-                table = kernels.measure(task.static, task.members, task.plan)
+                table = kernels.measure(task.kernel_key, task.members, task.plan)
                 spent = time.perf_counter() - t0 - (fact["compile_seconds"] - compiling)
                 fact["run_seconds"] = round(fact["run_seconds"] + spent, 3)
                 if store:
                     store.save(task.key, table)
             tables.append(table)
-            bar.update(int(task.plan.real.sum()), task.static.label, computed=not resumed)
+            bar.update(int(task.plan.real.sum()), task.kernel_key.label, computed=not resumed)
     return tables, list(kernels.facts.values())
 
 
@@ -141,10 +141,10 @@ class _Kernels:
 
     def fact(self, task: Task) -> dict:
         return self.facts.setdefault(
-            task.static.label,
+            task.kernel_key.label,
             {
-                "group": task.static.label,
-                "workspace_depth": task.static.depth,
+                "group": task.kernel_key.label,
+                "workspace_depth": task.kernel_key.depth,
                 "chunk_shape": list(task.plan.rows.shape),
                 "chunks": 0,
                 "chunks_resumed": 0,
@@ -157,7 +157,7 @@ class _Kernels:
         )
 
     def measure(
-        self, static: grid.KernelKey, members: pd.DataFrame, plan: ChunkPlan
+        self, kernel_key: grid.KernelKey, members: pd.DataFrame, plan: ChunkPlan
     ) -> pd.DataFrame:
         """The chunk's layer table; a chunk that runs out of device memory is split in two and retried.
 
@@ -166,63 +166,65 @@ class _Kernels:
         """
         try:
             weights = None
-            if predrawn(static):
-                weights = self.weights(static, chunk_replicates(members, plan))
-            inputs = chunk_inputs(static, members, plan, self.mesh, weights)
-            raw = jax.device_get(self.call(static, inputs))
+            if predrawn(kernel_key):
+                weights = self.weights(kernel_key, chunk_replicates(members, plan))
+            inputs = chunk_inputs(kernel_key, members, plan, self.mesh, weights)
+            raw = jax.device_get(self.call(kernel_key, inputs))
         except Exception as exc:  # XLA reports exhausted memory as a runtime error
             self.workspace = self.stack = None
             if "RESOURCE_EXHAUSTED" not in str(exc):
                 raise
             halves = split_plan(plan, self.mesh.size)
             if halves is None:
-                raise sizing.too_large_alone(self.spec, static, exc) from exc
-            self.facts[static.label]["out_of_memory_splits"] += 1
-            return pd.concat([self.measure(static, members, h) for h in halves], ignore_index=True)
+                raise sizing.too_large_alone(self.spec, kernel_key, exc) from exc
+            self.facts[kernel_key.label]["out_of_memory_splits"] += 1
+            return pd.concat(
+                [self.measure(kernel_key, members, h) for h in halves], ignore_index=True
+            )
         return layer_table(members, plan, raw, self.spec.measure)
 
-    def weights(self, static: grid.KernelKey, replicates: np.ndarray):
+    def weights(self, kernel_key: grid.KernelKey, replicates: np.ndarray):
         """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
-        (family,) = static.init_families
-        shape = (static.width, static.depth, family)
+        (family,) = kernel_key.init_families
+        shape = (kernel_key.width, kernel_key.depth, family)
         key = (*shape, tuple(replicates))
         if self.stack is None or self.stack[0] != key:
             self.stack = None  # free the previous chunk's before drawing
             draw = self.compile(
                 ("draw", *shape, len(replicates)),
-                static,
+                kernel_key,
                 lambda: make_weight_draw(*shape).lower(self.seed, replicates),
             )
             self.stack = (key, chunk_weights(draw, self.seed, replicates, self.mesh))
         return self.stack[1]
 
-    def call(self, static: grid.KernelKey, inputs) -> RawStats:
+    def call(self, kernel_key: grid.KernelKey, inputs) -> RawStats:
         """One kernel call. The workspace of the latest chunk shape is kept: each call donates it."""
-        key = (static, inputs.sigma_w.shape)
+        key = (kernel_key, inputs.sigma_w.shape)
         if self.workspace is None or self.workspace[0] != key:
             self.workspace = None  # free the previous shape's before allocating
-            self.workspace = (key, new_workspace(static, inputs, self.mesh))
-        kernel = self.kernel(static, inputs, self.workspace[1])
+            self.workspace = (key, new_workspace(kernel_key, inputs, self.mesh))
+        kernel = self.kernel(kernel_key, inputs, self.workspace[1])
         raw, workspace = kernel(self.seed, inputs, self.workspace[1])
         self.workspace = (key, workspace)
         return raw
 
-    def kernel(self, static: grid.KernelKey, inputs, workspace):
+    def kernel(self, kernel_key: grid.KernelKey, inputs, workspace):
         return self.compile(
-            (static, inputs.sigma_w.shape),
-            static,
-            lambda: make_kernel(static, self.allow_imports).lower(self.seed, inputs, workspace),
+            (kernel_key, inputs.sigma_w.shape),
+            kernel_key,
+            lambda: make_kernel(kernel_key, self.allow_imports).lower(self.seed, inputs, workspace),
         )
 
-    def compile(self, key, static: grid.KernelKey, lower):
+    def compile(self, key, kernel_key: grid.KernelKey, lower):
         """The executable of `lower()` (a `jax.stages.Lowered`), compiled once per `key` and counted
-        in the facts of `static`'s group."""
+        in the facts of `kernel_key`'s group."""
         if key not in self.compiled:
             t0 = time.perf_counter()
             lowered = lower()
             with compilation_cache.counting() as cache:
                 self.compiled[key] = lowered.compile()
-            fact = self.facts[static.label]
+            fact = self.facts[kernel_key.label]
             fact["compile_seconds"] = round(fact["compile_seconds"] + time.perf_counter() - t0, 3)
             fact["compiles"] += 1 - cache.hits
             fact["cache_hits"] += cache.hits

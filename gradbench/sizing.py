@@ -169,14 +169,14 @@ def check_device(spec: SweepSpec) -> None:
     )
 
 
-def too_large_alone(spec: SweepSpec, static, error: Exception) -> SpecError:
-    """The refusal of a config that ran out of device memory in a chunk of its own (`static` is its
-    kernel's `gradbench.grid.KernelKey`): the bound of `check_device` is only a lower bound."""
+def too_large_alone(spec: SweepSpec, kernel_key, error: Exception) -> SpecError:
+    """The refusal of a config that ran out of device memory in a chunk of its own (`kernel_key`: its
+    `gradbench.grid.KernelKey`): the bound of `check_device` is only a lower bound."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return SpecError(
         width_key(spec),
-        static.width,
-        f"configs that fit in device memory: one config of {static.label} ran out of it alone "
+        kernel_key.width,
+        f"configs that fit in device memory: one config of {kernel_key.label} ran out of it alone "
         f"({detail}); use a smaller width, batch or depth",
     )
 
