@@ -286,8 +286,8 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
         frame = frame.merge(train_rows(spec.train), how="cross")
     frame["config_id"] = config_ids(frame)
     frame["group"] = ""
-    for key, lanes in kernel_groups(frame, spec):
-        frame.loc[np.concatenate([lane.index for lane in lanes]), "group"] = key.label
+    for key, members in _kernel_members(frame):
+        frame.loc[members.index, "group"] = key.label
     columns = list(CONFIG_COLUMNS)
     if spec.train is not None:
         buckets = depth_buckets(frame["depth"].unique().tolist(), spec.depth_bucket_ratio)
@@ -381,11 +381,25 @@ def kernel_groups(
     through), sorted by replicate, so that shared draws are adjacent.
     """
     buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
-    own = configs["init_family"].where(configs["init_family"].isin(OWN_KERNEL_FAMILIES), "")
-    frame = configs.assign(_own=own, _bucket=configs["depth"].map(buckets))
     out = []
-    for values, members in frame.groupby([*KERNEL_COLUMNS, "_own"], sort=False):
-        group = dict(zip([*KERNEL_COLUMNS, "_own"], values, strict=True))
+    for key, members in _kernel_members(configs):
+        bucket = members["depth"].map(buckets)
+        lanes = [
+            lane.sort_values("replicate", kind="stable")
+            for _, lane in members.groupby(["activation", "init_family", bucket], sort=True)
+        ]
+        out.append((key, lanes))
+    return out
+
+
+def _kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]]:
+    """Each gradient kernel of a config table with the rows it runs, in order of appearance."""
+    own = configs["init_family"].where(configs["init_family"].isin(OWN_KERNEL_FAMILIES), "")
+    out = []
+    for values, members in configs.groupby(
+        [*(configs[c] for c in KERNEL_COLUMNS), own], sort=False
+    ):
+        group = dict(zip(KERNEL_COLUMNS, values[:-1], strict=True))
         key = KernelKey(
             architecture=group["architecture"],
             width=int(group["width"]),
@@ -397,11 +411,7 @@ def kernel_groups(
             activations=tuple(sorted(members["activation"].unique())),
             init_families=tuple(sorted(members["init_family"].unique())),
         )
-        lanes = [
-            lane.sort_values("replicate", kind="stable").drop(columns=["_own", "_bucket"])
-            for _, lane in members.groupby(["activation", "init_family", "_bucket"], sort=True)
-        ]
-        out.append((key, lanes))
+        out.append((key, members))
     return out
 
 
