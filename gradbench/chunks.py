@@ -122,7 +122,7 @@ def chunk_replicates(members: pd.DataFrame, plan: ChunkPlan) -> np.ndarray:
 
 
 def chunk_weights(draw, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
-    """The pre-drawn standard weights of a chunk's replicates (`gradbench.model.PREDRAWN_FAMILIES`),
+    """The pre-drawn standard weights of a chunk's replicates (`gradbench.registry.PREDRAWN_FAMILIES`),
     replicated on every device of `mesh`. `draw` is `gradbench.kernel.make_weight_draw`'s function:
     a call of its own, finished before the sharded kernel starts."""
     stack = jax.block_until_ready(draw(seed, replicates))

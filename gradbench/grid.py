@@ -365,9 +365,6 @@ def static_key(row: dict, bucket_depth: int) -> StaticKey:
     )
 
 
-# Families whose draws are made before the kernel (`gradbench.model.PREDRAWN_FAMILIES`) get a kernel
-# of their own, which reads the draws instead of making them. (Not imported: model imports this.)
-OWN_KERNEL_FAMILIES = ("orthogonal",)
 KERNEL_COLUMNS = ["architecture", "width", "batch", "loss", "dtype", "measure"]
 
 
@@ -394,7 +391,9 @@ def kernel_groups(
 
 def _kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]]:
     """Each gradient kernel of a config table with the rows it runs, in order of appearance."""
-    own = configs["init_family"].where(configs["init_family"].isin(OWN_KERNEL_FAMILIES), "")
+    # Pre-drawn families (`registry.PREDRAWN_FAMILIES`) get a kernel of their own.
+    predrawn = configs["init_family"].isin(list(registry.PREDRAWN_FAMILIES))
+    own = configs["init_family"].where(predrawn, "")
     out = []
     for values, members in configs.groupby(
         [*(configs[c] for c in KERNEL_COLUMNS), own], sort=False

@@ -15,7 +15,7 @@ The saved pre-activations live in a `workspace` the caller passes in and gets ba
 so consecutive calls of one shape reuse its memory. Fresh memory of that size (hundreds of MB) costs
 a page fault per 4 KB on first touch, which measured ~15 % of a call on CPU.
 
-Init families in `gradbench.model.PREDRAWN_FAMILIES` (orthogonal: a QR per layer) are drawn by a
+Init families in `gradbench.registry.PREDRAWN_FAMILIES` (orthogonal: a QR per layer) are drawn by a
 separate, unsharded `make_weight_draw` call per chunk and passed in, replicated on every device.
 """
 
@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gradbench import registry
 from gradbench.backprop import make_backward
 from gradbench.grid import KernelKey
 from gradbench.model import (
-    PREDRAWN_FAMILIES,
     Branch,
     Forward,
     make_forward,
@@ -75,7 +75,7 @@ def new_workspace(key: KernelKey, chunk: Chunk, mesh: Mesh | None = None) -> jax
 def predrawn(key: KernelKey) -> bool:
     """Whether the kernel of `key` reads pre-drawn weights (`Chunk.weights`) instead of drawing.
     Such families have kernels of their own (`gradbench.grid.kernel_groups`)."""
-    return any(family in PREDRAWN_FAMILIES for family in key.init_families)
+    return any(family in registry.PREDRAWN_FAMILIES for family in key.init_families)
 
 
 def weight_stack_bytes(key: KernelKey) -> int:

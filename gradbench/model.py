@@ -38,13 +38,6 @@ def weight_draw(rep_key: jax.Array, layer, width: int, init_family: str) -> jax.
     return registry.INIT_FAMILIES[init_family].draw(_layer_keys(rep_key, layer)[0], (width, width))
 
 
-# Families whose standard draw calls a batched LAPACK kernel (the QR of `orthogonal`). Inside the
-# sharded kernel such a call deadlocks XLA:CPU's intra-op pool: each device's QR waits on sub-tasks
-# that no free worker can run. Their draws are made beforehand, unsharded (`weight_stack`), and the
-# kernel reads them; the other families are drawn in the kernel, which costs no memory.
-PREDRAWN_FAMILIES = frozenset({"orthogonal"})
-
-
 def weight_stack(rep_key: jax.Array, depth: int, width: int, init_family: str) -> jax.Array:
     """Standard draws Z_0 .. Z_{depth-1} of one replicate, (depth, width, width), as `weight_draw`."""
     return jax.vmap(lambda layer: weight_draw(rep_key, layer, width, init_family))(

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gradbench.errors import SpecError
-from gradbench.model import PREDRAWN_FAMILIES
-from gradbench.registry import init_family
+from gradbench.registry import PREDRAWN_FAMILIES, init_family
 from gradbench.spec import SweepSpec
 
 # Peak resident bytes of a run (`gradbench run --no-report`, ru_maxrss): a fit to runs of 200 to
