@@ -23,8 +23,8 @@ import jax
 
 from benchmarks.suite import prepare_matmul
 from benchmarks.timing import measure as measure_case
-from gradbench import spec as spec_module
-from gradbench.runner import run
+from gradbench.batch.runner import run
+from gradbench.sweep import spec as spec_module
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks.networks_file import COLUMNS
-from gradbench import grid
-from gradbench import spec as gradbench_spec
+from gradbench.sweep import grid
+from gradbench.sweep import spec as gradbench_spec
 
 SCHEMA_VERSION = 1
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,14 +12,14 @@ import jax
 
 import gradbench
 from benchmarks.sweep import Sweep
-from gradbench import spec as gradbench_spec
+from gradbench.sweep import spec as gradbench_spec
 
 
 def forget_compilations() -> None:
     """Drops every compiled kernel, so that the next run compiles as in a fresh process."""
     jax.clear_caches()
     try:  # gradbench also memoises its jitted kernels per KernelKey
-        from gradbench.kernel import make_kernel
+        from gradbench.engine.kernel import make_kernel
     except ImportError:
         return
     getattr(make_kernel, "cache_clear", lambda: None)()

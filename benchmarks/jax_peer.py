@@ -108,7 +108,7 @@ def crosscheck(
     gradbench; everything else is computed independently.
     """
     from benchmarks.gradbench_cases import run_sweep
-    from gradbench.model import layer_draws, replicate_key, shared_draws
+    from gradbench.engine.model import layer_draws, replicate_key, shared_draws
 
     with tempfile.TemporaryDirectory(prefix="gradbench-crosscheck-") as tmp:
         text = crosscheck_spec(activation, width, batch, depth, sigma_w2, sigma_b2)

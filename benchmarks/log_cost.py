@@ -11,8 +11,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from gradbench import spec as spec_module
-from gradbench.runner import run
+from gradbench.batch.runner import run
+from gradbench.sweep import spec as spec_module
 
 SWEEP = """
 name = "log-cost"

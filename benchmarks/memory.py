@@ -48,7 +48,7 @@ def worker(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import gradbench
-    from gradbench import spec as gradbench_spec
+    from gradbench.sweep import spec as gradbench_spec
 
     floor = _status_bytes("self", "VmRSS") or _maxrss_bytes()
     sweep = Sweep(width=args.width, batch=args.batch, depth=args.depth, configs=args.configs)

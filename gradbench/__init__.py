@@ -10,7 +10,7 @@ __all__ = ["run", "load", "__version__"]
 
 def __getattr__(name):
     if name == "run":
-        from gradbench.runner import run
+        from gradbench.batch.runner import run
 
         return run
     if name == "load":

@@ -246,8 +246,8 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def cmd_run(args) -> int:
-    from gradbench import spec as spec_module
-    from gradbench.runner import Interrupted, run
+    from gradbench.batch.runner import Interrupted, run
+    from gradbench.sweep import spec as spec_module
 
     if args.out and len(args.specs) > 1:
         raise SpecError("--out", args.out, "--out with a single SPEC only")
@@ -317,7 +317,7 @@ def _resume_command(args, spec_arg: str) -> str:
 
 
 def cmd_merge(args) -> int:
-    from gradbench.runner import merge
+    from gradbench.batch.runner import merge
 
     result = merge(
         args.parts,
@@ -357,7 +357,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from gradbench.compare import Tolerance, compare_runs
+    from gradbench.analysis.compare import Tolerance, compare_runs
 
     training = args.train_tolerance if args.train_tolerance is not None else args.tolerance
     result = compare_runs(args.run_a, args.run_b, tolerance=Tolerance(args.tolerance, training))
@@ -392,7 +392,7 @@ def _strict_json(value):
 
 def cmd_list(args) -> int:
     from gradbench import registry
-    from gradbench.spec import SWEEPS_DIR, built_in_sweeps
+    from gradbench.sweep.spec import SWEEPS_DIR, built_in_sweeps
 
     print("activations:")
     for a in registry.ACTIVATIONS.values():

@@ -221,7 +221,7 @@ def _orthogonal(key, shape):
 # Families whose standard draw calls a batched LAPACK kernel (the QR of `orthogonal`). Inside the
 # sharded kernel such a call deadlocks XLA:CPU's intra-op pool: each device's QR waits on sub-tasks
 # that no free worker can run. Their draws are made beforehand, unsharded
-# (`gradbench.model.weight_stack`), and read by a gradient kernel of their own; the other families are
+# (`gradbench.engine.model.weight_stack`), and read by a gradient kernel of their own; the other families are
 # drawn in the kernel, which costs no memory.
 PREDRAWN_FAMILIES = frozenset({"orthogonal"})
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gradbench.errors import SpecError
-
-SCHEMA_VERSION = 1
-TABLES = ("configs", "layers", "summary")
+from gradbench.schema import RUN_TABLES as TABLES
+from gradbench.schema import TABLES as ALL_TABLES
+from gradbench.schema import TRAINING_TABLES
 
 # Everything gradbench writes into a run directory. A directory holding anything else is not one, and
 # no command replaces it.
@@ -46,7 +45,11 @@ NOT_A_RUN_ALLOWED = (
 
 @dataclass
 class Run:
-    """A run directory in memory: `configs`, `layers`, `summary` DataFrames, `manifest`, `spec_text`."""
+    """A run directory in memory: its tables (`gradbench.schema.TABLES`), manifest and sweep file.
+
+    `training` and `training_layers` belong to sweeps with a [train] section and are None otherwise.
+    `load` reads back exactly what `write_data` wrote.
+    """
 
     path: Path
     configs: pd.DataFrame
@@ -54,15 +57,21 @@ class Run:
     summary: pd.DataFrame
     manifest: dict = field(default_factory=dict)
     spec_text: str = ""
+    training: pd.DataFrame | None = None
+    training_layers: pd.DataFrame | None = None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables this run holds, by name, in `gradbench.schema.TABLES` order."""
+        return {t: getattr(self, t) for t in ALL_TABLES if getattr(self, t) is not None}
 
     def write_data(self) -> None:
-        """Writes spec.toml, manifest.json and data/*.parquet into `self.path`."""
+        """Writes spec.toml, manifest.json and data/<table>.parquet into `self.path`."""
         data = self.path / "data"
         data.mkdir(parents=True, exist_ok=True)
         (self.path / "spec.toml").write_text(self.spec_text)
         write_manifest(self.path, self.manifest)
-        for name in TABLES:
-            getattr(self, name).to_parquet(data / f"{name}.parquet", index=False)
+        for name, table in self.tables().items():
+            table.to_parquet(data / f"{name}.parquet", index=False)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
@@ -83,9 +92,9 @@ def load(path: str | Path) -> Run:
         )
     manifest = _read_manifest(path / "manifest.json")
     tables = {t: _read_table(path / "data" / f"{t}.parquet") for t in TABLES}
-    for other in sorted((path / "data").glob("*.parquet")):
-        if other.stem not in TABLES:  # training tables: read when a report needs them
-            _check_footer(other)
+    for name in TRAINING_TABLES:
+        if (path / "data" / f"{name}.parquet").is_file():
+            tables[name] = _read_table(path / "data" / f"{name}.parquet")
     spec_file = path / "spec.toml"
     try:
         spec_text = spec_file.read_text() if spec_file.is_file() else ""
@@ -113,14 +122,6 @@ def _read_manifest(path: Path) -> dict:
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
-    except _UNREADABLE_PARQUET as exc:
-        raise SpecError(str(path), f"<unreadable parquet: {exc}>", _INTACT) from None
-
-
-def _check_footer(path: Path) -> None:
-    """A truncated parquet file has lost its footer: reading only the footer finds it cheaply."""
-    try:
-        pq.read_metadata(path)
     except _UNREADABLE_PARQUET as exc:
         raise SpecError(str(path), f"<unreadable parquet: {exc}>", _INTACT) from None
 

@@ -7,13 +7,13 @@
 2. *every config*: the summary's measured columns (ratios, growth rates, first and last values, flags,
    regimes) recomputed from the stored `layers.parquet`, and its theory columns (`chi1`, `q_star`,
    `xi_c`, predicted r) from the config values: within 1e-9 (the same code on the same float64
-   values), theory columns within `gradbench.compare.THEORY_TOLERANCE`.
+   values), theory columns within `gradbench.analysis.compare.THEORY_TOLERANCE`.
 3. *re-run*: the sampled configs measured again from the spec: `layers.parquet` and the summary
    columns of 2 against the re-run. A run with a `[train]` section re-trains the training chunks that
    hold the sampled configs, in the sweep's own chunk shapes, and compares `training.parquet`,
    `training_layers.parquet` and the summary's outcome columns of every re-trained config.
 
-Tolerances (`gradbench.compare` says which column is compared how; ratios and growth rates get twice
+Tolerances (`gradbench.analysis.compare` says which column is compared how; ratios and growth rates get twice
 the log10 tolerance, flags, booleans, regimes and `diverged_step` none):
 
 - Gradient statistics, in log10. On the stored run's backend and device kind: float32 1e-3, float64
@@ -48,11 +48,14 @@ import jaxlib
 import numpy as np
 import pandas as pd
 
-from gradbench import classify, grid, results
-from gradbench import compare as comparing
-from gradbench import spec as spec_module
+from gradbench import results
+from gradbench.analysis import classify
+from gradbench.analysis import compare as comparing
+from gradbench.batch.runner import measure_configs, with_theory
 from gradbench.errors import SpecError
-from gradbench.runner import THEORY_COLUMNS, measure_configs, with_theory
+from gradbench.schema import THEORY_COLUMNS
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
 
 ALL_UP_TO = 512  # runs with at most this many configs are verified in full by default
 DEFAULT_SAMPLE = 256
@@ -261,7 +264,7 @@ def _rerun(
     notes = []
     trained = tolerance
     if spec.train is not None:
-        from gradbench import train
+        from gradbench.training import train
 
         training = train.train_configs(
             spec, configs, allow_imports=allow_imports, progress=progress, only=chosen["config_id"]

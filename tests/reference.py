@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradbench import registry
-from gradbench.model import layer_draws, replicate_key, shared_draws
+from gradbench.engine.model import layer_draws, replicate_key, shared_draws
 
 
 def reference_layers(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import agreement
+from gradbench.analysis import agreement
 
 
 def summary(rows):

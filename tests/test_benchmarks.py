@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, grid
-from gradbench import spec as gradbench_spec
+from gradbench import cli
+from gradbench.sweep import grid
+from gradbench.sweep import spec as gradbench_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_TORCH = importlib.util.find_spec("torch") is not None

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench.classify import summarise
+from gradbench.analysis.classify import summarise
 
 
 def synthetic(slopes, depth=10, flags=None, batch=4, width=8, dtype="float32"):

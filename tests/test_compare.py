@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gradbench import cli, results
-from gradbench.compare import Tolerance, compare, config_labels
+from gradbench.analysis.compare import Tolerance, compare, config_labels
 
 SWEEP = """
 name = "pair"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradbench import compilation_cache
+from gradbench.engine import compilation_cache
 
 SWEEP = """
 name = "cached"

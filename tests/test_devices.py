@@ -74,8 +74,8 @@ def test_predrawn_weights_are_the_draws_of_each_layer():
     """The orthogonal stack drawn before the kernel holds exactly what each layer drew inside it."""
     import jax
 
-    from gradbench.kernel import make_weight_draw
-    from gradbench.model import replicate_key, weight_draw
+    from gradbench.engine.kernel import make_weight_draw
+    from gradbench.engine.model import replicate_key, weight_draw
 
     seed, replicates, width, depth = np.uint32(3), np.array([0, 5], np.int32), 16, 4
     stack = np.asarray(make_weight_draw(width, depth, "orthogonal")(seed, replicates))
@@ -91,8 +91,8 @@ def test_predrawn_weights_are_the_draws_of_each_layer():
 
 def test_predrawn_weights_are_bounded_per_chunk():
     """A chunk holds the weights of as many replicates as a workspace's budget allows, at least one."""
-    from gradbench.chunks import chunk_shape, plan_chunks, replicate_capacity
-    from gradbench.grid import KernelKey
+    from gradbench.engine.chunks import chunk_shape, plan_chunks, replicate_capacity
+    from gradbench.sweep.grid import KernelKey
 
     deep = KernelKey("mlp", 256, 64, 1000, "probe", "float32", "log", ("tanh",), ("orthogonal",))
     assert replicate_capacity(deep, "cpu", 1) == 4  # 4 x 262 MB within 1 GB

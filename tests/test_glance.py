@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from gradbench import findings, report
+from gradbench.report import findings, page
 
 
 def preset_summary():
@@ -44,5 +44,5 @@ def test_glance_names_each_facets_own_largest_scale():
 
 def test_grid_text_lists_many_names():
     names = [f"act{i}" for i in range(9)]
-    text = report._grid_text({"axes": {"activation": {"values": names, "scale": "linear"}}}, 18)
+    text = page._grid_text({"axes": {"activation": {"values": names, "scale": "linear"}}}, 18)
     assert "act0" in text and "act8" in text and "18 configs" in text

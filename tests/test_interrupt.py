@@ -12,7 +12,8 @@ import time
 
 import pandas as pd
 
-from gradbench import cli, progress, results
+from gradbench import cli, results
+from gradbench.batch import progress
 
 SWEEP = """
 name = "interrupted"

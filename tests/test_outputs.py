@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 import gradbench
-from gradbench import cli, runner
+from gradbench import cli
+from gradbench.batch import runner
 from gradbench.errors import SpecError
 
 SWEEP = """

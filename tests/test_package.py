@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gradbench import spec
+from gradbench.sweep import spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_SWEEPS = ROOT / "gradbench" / "sweeps"

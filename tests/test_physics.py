@@ -9,8 +9,8 @@ gradbench.theory's tests).
 import numpy as np
 import pytest
 
-from gradbench import spec as spec_module
-from gradbench.runner import run
+from gradbench.batch.runner import run
+from gradbench.sweep import spec as spec_module
 
 SWEEP = """
 name = "physics"

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, findings, plots, render, report
+from gradbench import cli, plots, report
+from gradbench.report import findings, render
 
 # The synthetic run lives in test_plots.py; load it by path so any pytest import mode works.
 _spec = importlib.util.spec_from_file_location(

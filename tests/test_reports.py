@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gradbench import results
-from gradbench.spec import built_in_sweeps
+from gradbench.sweep.spec import built_in_sweeps
 from gradbench.verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent

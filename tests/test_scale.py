@@ -179,7 +179,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sweep_file, reference, 
 
 
 def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_path, monkeypatch):
-    from gradbench import runner
+    from gradbench.batch import runner
 
     real_kernel = runner._Kernels.kernel
 
@@ -207,8 +207,8 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
 
 
 def test_chunk_capacity_keeps_cpu_layers_cache_sized_and_workspaces_bounded():
-    from gradbench.chunks import chunk_capacity
-    from gradbench.grid import KernelKey
+    from gradbench.engine.chunks import chunk_capacity
+    from gradbench.sweep.grid import KernelKey
 
     bench = KernelKey("mlp", 256, 128, 32, "probe", "float32", "log", ("tanh",), ("gaussian",))
     assert chunk_capacity(bench, None, "cpu") == 16  # 16 x 128 x 256 float32 = 2 MB per layer

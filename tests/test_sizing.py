@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradbench import cli, grid, sizing
-from gradbench import spec as spec_module
+from gradbench import cli, schema
+from gradbench.batch import sizing
+from gradbench.engine.kernel import Chunk, make_kernel, new_workspace, predrawn
+from gradbench.engine.model import Branch
 from gradbench.errors import SpecError
-from gradbench.grid import KernelKey
-from gradbench.kernel import Chunk, make_kernel, new_workspace, predrawn
-from gradbench.model import Branch
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
+from gradbench.sweep.grid import KernelKey
 
 HUGE = """
 name = "huge"
@@ -112,7 +114,7 @@ def test_width_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys):
 
 def test_config_that_runs_out_of_memory_alone_is_refused(tmp_path, monkeypatch, capsys):
     """Beyond the lower bound: a chunk of one config that still runs out of memory is exit 2."""
-    from gradbench import runner
+    from gradbench.batch import runner
 
     def kernel_without_memory(self, static, inputs, workspace):
         def exhausted(*args):
@@ -240,8 +242,8 @@ def test_config_ids_and_columns_are_those_of_the_per_row_definition(text):
     expected = [grid.config_id(row) for row in configs.to_dict("records")]
     assert configs["config_id"].tolist() == expected
     assert configs["config_id"].is_unique and len(configs) == spec.n_configs
-    extra = [*grid.TRAIN_COLUMNS, "train_group"] if spec.train else []
-    assert list(configs.columns) == [*grid.CONFIG_COLUMNS, *extra]
+    extra = [*schema.TRAIN_CONFIG_COLUMNS, "train_group"] if spec.train else []
+    assert list(configs.columns) == [*schema.CONFIG_COLUMNS, *extra]
     if not spec.train:
         he = configs[configs["init"] == "he"]
         assert (he["sigma_w2"] == 2.0).all() and (he["init_family"] == "gaussian").all()

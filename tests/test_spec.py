@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from gradbench import cli, grid
-from gradbench import spec as spec_module
+from gradbench import cli
 from gradbench.errors import SpecError
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
 
 BASE = """
 name = "s"

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, registry, results, runner, theory
+from gradbench import cli, registry, results, theory
+from gradbench.batch import runner
 
 ACTIVATIONS = sorted(registry.ACTIVATIONS)
 
@@ -92,7 +93,7 @@ COUNT_COMPILES = """
 import json, sys
 import jax
 import pandas as pd
-from gradbench import runner
+from gradbench.batch import runner
 jax.config.update("jax_enable_compilation_cache", False)  # cold: compile, never load
 compiles = []
 

@@ -8,9 +8,9 @@ growth rate must lie within 0.05 of theory's critical sigma_w^2.
 import numpy as np
 import pytest
 
-from gradbench import spec as spec_module
 from gradbench import theory
-from gradbench.runner import run
+from gradbench.batch.runner import run
+from gradbench.sweep import spec as spec_module
 
 SIGMA_W2 = [1.0, 1.5, 1.7, 1.8, 2.5, 4.0]
 SWEEP = f"""

@@ -1,7 +1,7 @@
-"""Training dynamics (gradbench.train) against plain, per-config optax loops written independently.
+"""Training dynamics (gradbench.training.train) against plain, per-config optax loops written independently.
 
 The reference below shares only the conventions that define a config: the standard draws of
-gradbench.model (common random numbers), the task data of gradbench.tasks, and the minibatch of
+gradbench.engine.model (common random numbers), the task data of gradbench.training.datasets, and the minibatch of
 step s (`jax.random.choice(fold_in(batch_key, s), ...)`, the same for every config). Everything
 else (parameter layout, forward pass, optax chain, norms, divergence) is written here again: a list
 of per-layer (in, out) matrices, a Python loop over layers and over steps, optax's default
@@ -21,11 +21,16 @@ import optax
 import pandas as pd
 import pytest
 
-from gradbench import grid, registry, report, results, runner, tasks, train, training_report
-from gradbench import spec as spec_module
+from gradbench import registry, report, results, schema
+from gradbench.batch import runner
+from gradbench.batch.runner import run
+from gradbench.engine.model import layer_draws, replicate_key, shared_draws
 from gradbench.errors import SpecError
-from gradbench.model import layer_draws, replicate_key, shared_draws
-from gradbench.runner import run
+from gradbench.report import training as training_report
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
+from gradbench.training import datasets as tasks
+from gradbench.training import train
 
 OPTIMISERS = {
     "sgd": optax.sgd,
@@ -495,9 +500,12 @@ def test_run_directory_report_and_initial_network(tanh_run):
     for name in ("training", "training_layers"):
         assert (out / "data" / f"{name}.parquet").is_file()
     assert documented("training.parquet") == set(result.training.columns)
-    assert documented("summary.parquet, outcome columns") == set(train.OUTCOME_COLUMNS)
-    assert set(train.OUTCOME_COLUMNS) <= set(result.summary.columns)
-    assert documented("configs.parquet, extra columns") == {*grid.TRAIN_COLUMNS, "train_group"}
+    assert documented("summary.parquet, outcome columns") == set(schema.OUTCOME_COLUMNS)
+    assert set(schema.OUTCOME_COLUMNS) <= set(result.summary.columns)
+    assert documented("configs.parquet, extra columns") == {
+        *schema.TRAIN_CONFIG_COLUMNS,
+        "train_group",
+    }
     assert set(result.training["step"]) == {0, 50, 100, 150, 200}
     assert len(result.training) == 5 * len(result.configs)
     assert result.manifest["training"]["clip"] == {"none": [], "global_norm": [1.0]}

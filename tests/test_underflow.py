@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from gradbench import cli
-from gradbench.classify import classify, lost_signal_bound
-from gradbench.layerstats import is_tiny, lost_below
+from gradbench.analysis.classify import classify, lost_signal_bound
+from gradbench.engine.layerstats import is_tiny, lost_below
 
 T = 2.0
 # relu and tanh from small to large weights, as in the bug report, at the depths where plain float32

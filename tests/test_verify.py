@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, grid, results, train
-from gradbench import spec as spec_module
+from gradbench import cli, results
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
+from gradbench.training import train
 from gradbench.verify import verify
 
 SWEEP = """

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +105,27 @@ class counting:  # noqa: N801 (used as a context manager, like contextlib's)
         with _lock:
             self.counts.hits = _events[_HIT] - self._start[_HIT]
             self.counts.misses = _events[_MISS] - self._start[_MISS]
+
+
+class Executables:
+    """Executables compiled ahead of time, once per key, with what each compile cost.
+
+    The sweep's gradient kernels and the trainers both go through here, so that a group's facts
+    (`compile_seconds`, `compiles`, `cache_hits`) mean the same everywhere: seconds spent lowering and
+    compiling, kernels this process compiled, and kernels it loaded from the persistent cache instead.
+    """
+
+    def __init__(self):
+        self._compiled: dict = {}
+
+    def get(self, key, lower: Callable[[], jax.stages.Lowered], fact: dict) -> jax.stages.Compiled:
+        """The executable of `lower()` for `key`, compiled on first use and counted in `fact`."""
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            lowered = lower()
+            with counting() as cache:
+                self._compiled[key] = lowered.compile()
+            fact["compile_seconds"] = round(fact["compile_seconds"] + time.perf_counter() - t0, 3)
+            fact["compiles"] += 1 - cache.hits
+            fact["cache_hits"] += cache.hits
+        return self._compiled[key]

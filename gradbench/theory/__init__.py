@@ -71,7 +71,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from gradbench import compilation_cache, registry
+from gradbench import registry
+from gradbench.engine import compilation_cache
 from gradbench.errors import SpecError
 
 __all__ = [

@@ -1,22 +1,20 @@
-"""The training sections of a report (runs with a [train] section; `gradbench.train`).
+"""The training sections of a report (runs with a [train] section; `gradbench.training.train`).
 
-Reads the run's summary, whose training outcome columns `gradbench.train` wrote, and its per-step
+Reads the run's summary, whose training outcome columns `gradbench.training.train` wrote, and its per-step
 table; every number in the text is computed here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import dataclasses
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from gradbench import plots
-from gradbench.findings import (
+from gradbench.report.findings import (
     Finding,
     facet_name,
     finding_facets,
@@ -26,45 +24,19 @@ from gradbench.findings import (
     span_text,
     symbol,
 )
-
-if TYPE_CHECKING:
-    from gradbench.report import RunLike
-
-TRAIN_AXES = ("optimizer", "lr", "clip", "clip_threshold")
-
-TRAIN_CONSTANTS = ("task", "steps", "samples", "train_batch", "outputs", "train_group")
-
-OUTCOMES = ("loss_initial", "loss_final", "loss_baseline", "loss_ratio", "fit_ratio", "trained",
-            "diverged", "diverged_step", "clipped_fraction", "log10_grad_norm_initial",
-            "log10_grad_norm_max", "log10_clipped_norm_max", "log10_update_norm_max",
-            "trained_below")  # fmt: skip
+from gradbench.results import Run
+from gradbench.schema import OUTCOME_COLUMNS, REGIMES, TRAIN_AXES, TRAIN_CONFIG_COLUMNS
 
 
-@dataclass
-class _View:
-    path: Path
-    configs: pd.DataFrame
-    layers: pd.DataFrame
-    summary: pd.DataFrame
-    manifest: Mapping[str, Any]
-    spec_text: str
-
-
-def training_steps(run: RunLike) -> pd.DataFrame | None:
+def training_steps(run: Run) -> pd.DataFrame | None:
     """The run's training table (data/training.parquet), or None for a run without training."""
-    if "trained" not in run.summary:
-        return None
-    table = getattr(run, "training", None)
-    if table is None:
-        path = Path(run.path) / "data" / "training.parquet"
-        table = pd.read_parquet(path) if path.is_file() else None
-    return table
+    return run.training if "trained" in run.summary else None
 
 
-def gradient_view(run: RunLike) -> _View:
+def gradient_view(run: Run) -> Run:
     """The run with one row per network (the first of its training settings), without training
     columns: gradients at initialisation do not depend on how the network is trained afterwards."""
-    drop = [*TRAIN_AXES, *TRAIN_CONSTANTS, *OUTCOMES]
+    drop = [*TRAIN_CONFIG_COLUMNS, "train_group", *OUTCOME_COLUMNS]
     summary = run.summary.drop(columns=[c for c in drop if c in run.summary])
     network = [c for c in plots.config_columns(summary) if c != "init_family"]
     network += [c for c in ("replicate", "seed") if c in summary]
@@ -77,7 +49,15 @@ def gradient_view(run: RunLike) -> _View:
         k: v for k, v in (run.manifest.get("axes") or {}).items() if k not in TRAIN_AXES
     }
     layers = run.layers[run.layers["config_id"].isin(keep)]
-    return _View(Path(run.path), configs, layers, summary, manifest, run.spec_text)
+    return dataclasses.replace(
+        run,
+        configs=configs,
+        layers=layers,
+        summary=summary,
+        manifest=manifest,
+        training=None,
+        training_layers=None,
+    )
 
 
 def _clip_varies(s: pd.DataFrame) -> bool:
@@ -101,7 +81,7 @@ def training_findings(summary: pd.DataFrame) -> list[Finding]:
     numbers = {"trained": int(trained.sum()), "diverged": int(diverged.sum()), "runs": n}
     out = [Finding(text, numbers, kind="training")]
     parts = []
-    for regime in plots.REGIMES:
+    for regime in REGIMES:
         rows = s["regime"] == regime
         if rows.any():
             parts.append(
@@ -377,7 +357,7 @@ TRAIN_FIGURES = {
 }
 
 
-def training_blocks(run: RunLike, steps: pd.DataFrame, figures: Path) -> list[tuple]:
+def training_blocks(run: Run, steps: pd.DataFrame, figures: Path) -> list[tuple]:
     s, m = run.summary, run.manifest.get("training", {})
     below = float(s["trained_below"].iloc[0])
     scale = scale_axis(s)

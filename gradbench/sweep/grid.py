@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from gradbench import registry
-from gradbench.spec import SweepSpec, TrainSpec
+from gradbench.schema import CONFIG_COLUMNS, TRAIN_CONFIG_COLUMNS
+from gradbench.sweep.spec import SweepSpec, TrainSpec
 
 
 class StaticKey(NamedTuple):
@@ -94,11 +95,6 @@ class TrainKey(NamedTuple):
             f"-K{self.steps}"
             f"-n{self.samples}-b{self.batch}-o{self.outputs}"
         )
-
-
-# Config columns of the training axes ([train] sections only); `clip_threshold` is NaN for "none".
-TRAIN_COLUMNS = ["optimizer", "lr", "clip", "clip_threshold", "task", "steps", "samples"]
-TRAIN_COLUMNS += ["train_batch", "outputs"]
 
 
 def config_id(row: dict) -> str:
@@ -227,28 +223,6 @@ def depth_buckets(depths: list[int], ratio: float) -> dict[int, int]:
     return bucket_of
 
 
-CONFIG_COLUMNS = [
-    "config_id",
-    "group",
-    "activation",
-    "init",
-    "init_family",
-    "sigma_w2",
-    "sigma_w",
-    "sigma_b2",
-    "sigma_b",
-    "depth",
-    "width",
-    "batch",
-    "replicate",
-    "architecture",
-    "loss",
-    "dtype",
-    "measure",
-    "seed",
-]
-
-
 def expand(spec: SweepSpec) -> pd.DataFrame:
     """One row per configuration, in a canonical order, with `config_id` and `group` columns.
 
@@ -294,7 +268,7 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
         clips = tuple(rule for rule, _ in spec.train.clip)
         codes, train_keys = _train_keys(frame, buckets, clips)
         frame["train_group"] = np.array([key.label for key in train_keys], dtype=object)[codes]
-        columns += [*TRAIN_COLUMNS, "train_group"]
+        columns += [*TRAIN_CONFIG_COLUMNS, "train_group"]
     return frame[columns]
 
 

@@ -10,28 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
-from gradbench import agreement, plots
-from gradbench.findings import cell_table, finding_facets, findings, fmt, glance, scale_axis
-from gradbench.render import html_page, markdown
-from gradbench.training_report import gradient_view, training_blocks, training_steps
+from gradbench import plots
+from gradbench.analysis import agreement
+from gradbench.report.findings import cell_table, finding_facets, findings, fmt, glance, scale_axis
+from gradbench.report.render import html_page, markdown
+from gradbench.report.training import gradient_view, training_blocks, training_steps
+from gradbench.results import Run
 
 
-class RunLike(Protocol):
-    """What `write_report` needs of a run (`gradbench.results.Run` provides it)."""
-
-    path: Path
-    configs: pd.DataFrame
-    layers: pd.DataFrame
-    summary: pd.DataFrame
-    manifest: Mapping[str, Any]
-    spec_text: str
-
-
-def _threshold(run: RunLike) -> float:
+def _threshold(run: Run) -> float:
     if "threshold" in run.manifest:
         return float(run.manifest["threshold"])
     if "threshold" in run.summary and len(run.summary):
@@ -58,7 +49,7 @@ def _seconds(groups: Any, word: str) -> float | None:
     return float(sum(found)) if found else None
 
 
-def _facts(run: RunLike, threshold: float) -> list[tuple[str, str]]:
+def _facts(run: Run, threshold: float) -> list[tuple[str, str]]:
     m, s = run.manifest, run.summary
     facts = [
         ("name", str(m.get("name", Path(run.path).name))),
@@ -163,7 +154,7 @@ LAYER_VALUES = {
 }
 
 
-def _figures(run: RunLike, threshold: float, directory: Path, axes) -> list[tuple[str, str, str]]:
+def _figures(run: Run, threshold: float, directory: Path, axes) -> list[tuple[str, str, str]]:
     """Draw and save the figures that the run's axes (x, y, facet) allow; returns (stem, title,
     caption)."""
     s, (x, y, facet) = run.summary, axes
@@ -189,7 +180,7 @@ def _figures(run: RunLike, threshold: float, directory: Path, axes) -> list[tupl
     return [(stem, FIGURES[stem][0], FIGURES[stem][1].format(**words)) for stem in draw]
 
 
-def _facet_grids(run: RunLike, x, y, facet, threshold: float) -> dict:
+def _facet_grids(run: Run, x, y, facet, threshold: float) -> dict:
     """The figures of a sweep with few facets: one panel per facet."""
     s, m = run.summary, run.manifest
     logs = {"log_x": plots.is_log_axis(m, s, x), "log_y": plots.is_log_axis(m, s, y)}
@@ -216,7 +207,7 @@ def _facet_grids(run: RunLike, x, y, facet, threshold: float) -> dict:
     return draw
 
 
-def _facet_summaries(run: RunLike, x: str, facet, threshold: float) -> dict:
+def _facet_summaries(run: Run, x: str, facet, threshold: float) -> dict:
     """The figures of a sweep with more facets than panels a reader can compare: a row each."""
     draw = {"ratio_map": partial(plots.facet_map, run.summary, x, facet, threshold=threshold)}
     for stem, value in LAYER_VALUES.items():
@@ -228,7 +219,7 @@ def _facet_summaries(run: RunLike, x: str, facet, threshold: float) -> dict:
     return draw
 
 
-def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
+def write_report(run: Run, out_dir: str | Path | None = None) -> Path:
     """Write `figures/`, `index.html` and `report.md` for `run`; returns the path of index.html.
 
     Args:
@@ -262,7 +253,7 @@ def write_report(run: RunLike, out_dir: str | Path | None = None) -> Path:
         (
             "p",
             "Every number above is computed from data/summary.parquet "
-            "(gradbench.findings); per-layer factors are 10^mean(delta_growth) over the "
+            "(gradbench.report.findings); per-layer factors are 10^mean(delta_growth) over the "
             "replicates at the largest depth.",
         ),
         ("h2", "Regimes"),

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from gradbench import plots
+from gradbench.schema import SEVERITY
 
 SYMBOLS = plots.SYMBOLS
-SEVERITY = plots.SEVERITY  # ties go to the first
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def built_in_sweeps() -> dict[str, Traversable]:
 DTYPES = ("float32", "float64")
 MEASURES = ("log", "plain")
 ARCHITECTURES = ("mlp",)
-OPTIMIZERS = ("sgd", "momentum", "adam")  # built from optax in gradbench.train
+OPTIMIZERS = ("sgd", "momentum", "adam")  # built from optax in gradbench.training.train
 CLIPS = ("none", "global_norm", "value", "adaptive")
 TASKS = ("teacher", "classification", "digits")
 
@@ -84,7 +84,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """The `[train]` section: K optimiser steps for every config (gradbench.train).
+    """The `[train]` section: K optimiser steps for every config (gradbench.training.train).
 
     Attributes:
         optimizer: optimiser names (an axis; static: one compiled trainer per name).
@@ -92,11 +92,11 @@ class TrainSpec:
         clip: (rule, thresholds) per clipping rule; thresholds are empty for "none" and are a
             dynamic, vmapped axis otherwise.
         steps: K; log_every: record every this many steps (and after the last one).
-        task: "teacher", "classification" or "digits" (gradbench.tasks); samples: data set size;
+        task: "teacher", "classification" or "digits" (gradbench.training.datasets); samples: data set size;
             batch: examples per step (= samples: full-batch); outputs: regression targets or classes
             (digits: always 10).
         trained_below: a config "trained" when it did not diverge and its final loss is below this
-            fraction of the task's baseline loss (gradbench.tasks.baseline_loss).
+            fraction of the task's baseline loss (gradbench.training.datasets.baseline_loss).
         chunk_size: configs per trainer call (default: from a memory estimate).
     """
 
@@ -322,7 +322,7 @@ class _Parser:
             raise self.error("train.log_every", log_every, f"an integer from 1 to steps = {steps}")
         task = self.choice(table.get("task", "teacher"), "train.task", TASKS)
         if task == "digits":
-            from gradbench import tasks
+            from gradbench.training import datasets as tasks
 
             if not tasks.digits_available():
                 raise self.error(

@@ -33,8 +33,8 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-# The values of `gradbench.classify.Regime` (not imported: the engine side of gradbench needs JAX).
-REGIMES = ("vanishing", "stable", "exploding", "nonfinite", "unmeasured")
+from gradbench.schema import ID_COLUMNS, REGIMES, SCALE_AXES, SEVERITY, config_axes  # noqa: E402
+
 REGIME_COLOURS = {
     "vanishing": "#2c7bb6",
     "stable": "#a6d96a",
@@ -42,20 +42,11 @@ REGIME_COLOURS = {
     "nonfinite": "#1a1a1a",
     "unmeasured": "#bdbdbd",
 }
-SEVERITY = ("nonfinite", "exploding", "vanishing", "unmeasured", "stable")  # ties go to the first
 NONFINITE_STYLE = {"facecolor": REGIME_COLOURS["nonfinite"], "linewidth": 0}
 UNMEASURED_STYLE = {"facecolor": "0.85", "edgecolor": "0.45", "hatch": "///", "linewidth": 0}
 MAX_PANELS = 6  # more facets than this are drawn as rows of one heatmap (`facet_map`, `layer_map`)
 RASTER_CELLS = 2_000  # heatmaps with more cells, and scatters with more points, are bitmaps in SVG
 THEORY = {"color": "#00a050", "lw": 2}
-# identify a config, do not describe it
-ID_COLUMNS = ("config_id", "group", "replicate", "seed", "train_group")
-SCALE_AXES = ("sigma_w2", "sigma_w")
-RESULT_COLUMNS = {"regime", "underflow", "nonfinite", "threshold", "flag", "q", "chi1", "q_star",
-                  "xi_c"}  # fmt: skip
-# Training outcomes (gradbench.train; docs/results.md); log10_* and *_ratio are results by name.
-RESULT_COLUMNS |= {"loss_initial", "loss_final", "loss_baseline", "trained", "diverged",
-                   "diverged_step", "clipped_fraction", "trained_below", "step", "loss"}  # fmt: skip
 LABELS = {
     "sigma_w2": "σ_w²",
     "sigma_w": "σ_w",
@@ -129,16 +120,9 @@ def panel_count(df: pd.DataFrame, facet: str | Sequence[str] | None) -> int:
     return len(df.groupby(cols, observed=True, dropna=False)) if cols else 1
 
 
-def _is_result(column: str) -> bool:
-    """A measured or derived column of summary/layers, as opposed to a config column."""
-    if column in RESULT_COLUMNS:
-        return True
-    return column.startswith(("log10_", "predicted_")) or column.endswith(("_growth", "_ratio"))
-
-
 def config_columns(df: pd.DataFrame) -> list[str]:
     """The columns of `df` that describe a configuration (axes), not ids and not results."""
-    return [c for c in df.columns if c not in ID_COLUMNS and c != "layer" and not _is_result(c)]
+    return config_axes(df.columns)
 
 
 def _facet_cols(facet: str | Sequence[str] | None) -> list[str]:
@@ -917,10 +901,10 @@ def save(fig: Figure, directory: str | Path, stem: str, *, dpi: int = 130) -> li
 def theory_agreement(cells: pd.DataFrame, *, hue: str = "activation") -> Figure:
     """Measured per-layer factor 10^(2 x delta_growth) against mean-field chi_1, log-log, one point a cell.
 
-    `cells` is `gradbench.agreement.cells(summary)`; the identity line is perfect agreement, the grey
+    `cells` is `gradbench.analysis.agreement.cells(summary)`; the identity line is perfect agreement, the grey
     band the agreement tolerance.
     """
-    from gradbench.agreement import TOLERANCE
+    from gradbench.analysis.agreement import TOLERANCE
 
     data = cells.dropna(subset=["measured", "chi1"])
     data = data[(data["measured"] > 0) & (data["chi1"] > 0)]

@@ -1,6 +1,6 @@
 """Orchestration only: spec -> groups -> chunks -> kernel calls -> parts -> run directory. No maths here.
 
-Every finished chunk is written as a part (gradbench.parts) before the next one starts, into a work
+Every finished chunk is written as a part (gradbench.batch.parts) before the next one starts, into a work
 directory beside the run directory (`<out>.parts/`). A killed run loses at most the chunk in flight;
 running the same command again skips the finished chunks. Jobs of a job array (`shard=(i, n)`) and
 processes of a multi-host run each compute every n-th chunk; one process, or `merge`, assembles the run.
@@ -22,9 +22,13 @@ import jaxlib
 import numpy as np
 import pandas as pd
 
-from gradbench import __version__, classify, compilation_cache, grid, registry, results, sizing
-from gradbench import spec as spec_module
-from gradbench.chunks import (
+from gradbench import __version__, registry, results
+from gradbench.analysis import classify
+from gradbench.batch import sizing
+from gradbench.batch.parts import PartStore, check_directory, chunk_key
+from gradbench.batch.progress import Progress
+from gradbench.engine import compilation_cache
+from gradbench.engine.chunks import (
     ChunkPlan,
     chunk_capacity,
     chunk_inputs,
@@ -36,11 +40,12 @@ from gradbench.chunks import (
     plan_chunks,
     replicate_capacity,
 )
+from gradbench.engine.kernel import RawStats, make_kernel, make_weight_draw, new_workspace, predrawn
 from gradbench.errors import SpecError
-from gradbench.kernel import RawStats, make_kernel, make_weight_draw, new_workspace, predrawn
-from gradbench.parts import PartStore, check_directory, chunk_key
-from gradbench.progress import Progress
-from gradbench.spec import SweepSpec
+from gradbench.schema import SCHEMA_VERSION, THEORY_COLUMNS
+from gradbench.sweep import grid
+from gradbench.sweep import spec as spec_module
+from gradbench.sweep.spec import SweepSpec
 
 SHARD_FILE = "shard.json"
 
@@ -464,14 +469,14 @@ def merge(
 
 
 def _train(spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool, progress: bool):
-    """The training of a sweep with a [train] section (gradbench.train), else None.
+    """The training of a sweep with a [train] section (gradbench.training.train), else None.
 
     Training runs in the process that assembles the run (after the gradient chunks); it is not
     split into resumable parts: its sweeps are laptop-sized by design.
     """
     if spec.train is None:
         return None
-    from gradbench import train
+    from gradbench.training import train
 
     return train.train_configs(spec, configs, allow_imports=allow_imports, progress=progress)
 
@@ -481,7 +486,7 @@ def assemble(
 ) -> results.Run:
     """Summary, manifest and report of a complete set of layers, published atomically.
 
-    `training` (a `gradbench.train.Training`, for sweeps with a [train] section) adds the outcome
+    `training` (a `gradbench.training.train.Training`, for sweeps with a [train] section) adds the outcome
     columns to the summary, `data/training.parquet`, `data/training_layers.parquet` and a
     `training` entry to the manifest.
     """
@@ -496,17 +501,17 @@ def assemble(
         summary = with_theory(summary)
     manifest = build_manifest(spec, configs, facts, started)
     if training is not None:
-        from gradbench import train
+        from gradbench.training import train
 
         summary = train.with_outcomes(summary, training)
         manifest["training"] = train.manifest_entry(spec.train, training)
     staged = results.staging_dir(out_path)
     try:
         run_obj = results.Run(staged, configs, layers, summary, manifest, spec.text)
+        if training is not None:
+            run_obj.training, run_obj.training_layers = training.steps, training.layers
         with clock("tables"):
             run_obj.write_data()
-            if training is not None:
-                train.attach(run_obj, training)
         if report:
             from gradbench import report as report_module
 
@@ -547,9 +552,6 @@ class _PhaseClock:
             **self.seconds,
         }
         return {phase: round(seconds, 3) for phase, seconds in measured.items()}
-
-
-THEORY_COLUMNS = ("chi1", "q_star", "xi_c", "predicted_log10_delta_ratio")
 
 
 def with_theory(summary: pd.DataFrame) -> pd.DataFrame:
@@ -596,7 +598,7 @@ def _now() -> str:
 def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str) -> dict:
     devices = jax.devices()
     return {
-        "schema_version": results.SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "gradbench_version": __version__,
         "name": spec.name,
         "spec_sha256": spec.sha256,

@@ -12,25 +12,23 @@ import math
 
 import numpy as np
 
-from gradbench.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY_DELTA, TINY_INPUT
+from gradbench.engine.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY_DELTA, TINY_INPUT
 
 LN10 = math.log(10.0)
-FLAGS = ("ok", "zero", "underflow", "nonfinite")
-STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
 
 
-def assemble(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
+def decode(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
     """Per-layer log10 statistics and flag codes.
 
     Args:
-        tags: (..., L, N_TAG) raw statistics from `gradbench.layerstats`.
-        forward: `gradbench.model.Forward` arrays, (..., L) per layer and (...) for the top scale.
+        tags: (..., L, N_TAG) raw statistics from `gradbench.engine.layerstats`.
+        forward: `gradbench.engine.model.Forward` arrays, (..., L) per layer and (...) for the top scale.
         depth: (...) the depth of each config; layers at index >= depth are padding.
         measure: "log" (frames to undo) or "plain".
 
     Returns:
         Arrays of shape (..., L): `log10_delta`, `log10_grad_w`, `log10_grad_b`, `log10_q` (NaN where
-        the arithmetic could not represent the value) and `flag` (index into FLAGS).
+        the arithmetic could not represent the value) and `flag` (index into `gradbench.schema.FLAGS`).
     """
     tags = np.asarray(tags, np.float64)
     log_q = np.asarray(forward.log_q, np.float64)

@@ -3,7 +3,7 @@
 Per layer it recomputes what the forward pass did not keep (the layer input h_{l-1} = phi(z_{l-1}) and
 the slope phi'(z_l) from the one saved array z, the standard draw Z_l from its key unless it was
 pre-drawn), forms the backward signal delta_l = dJ/dz_l, reads its statistics
-(`gradbench.layerstats.layer_stats`) and passes dJ/dh_{l-1} = sigma_w / sqrt(width) delta_l Z_l down.
+(`gradbench.engine.layerstats.layer_stats`) and passes dJ/dh_{l-1} = sigma_w / sqrt(width) delta_l Z_l down.
 In log mode it passes delta_l divided by its norm, so float32 never sees numbers far from 1; the logs
 of the removed norms are in the statistics.
 
@@ -20,19 +20,19 @@ import jax
 import jax.numpy as jnp
 
 from gradbench import registry
-from gradbench.grid import KernelKey
-from gradbench.layerstats import N_TAG, layer_stats, prefer_gram
-from gradbench.model import Branch, Saved, activations, make_standard_weight, uses_frames
+from gradbench.engine.layerstats import N_TAG, layer_stats, prefer_gram
+from gradbench.engine.model import Branch, Saved, activations, make_standard_weight, uses_frames
+from gradbench.sweep.grid import KernelKey
 
 
 def make_backward(key: KernelKey, allow_imports: bool = False):
     """Builds `backward(rep_key, x, saved, top_grad, sigma_w, depth, branch, stack) -> tags`.
 
     One config's backward pass over `branch.n_layers` layers. `tags` has shape (key.depth, N_TAG):
-    layer l's raw statistics (`gradbench.layerstats`), with delta_l in the frame of the layer input.
+    layer l's raw statistics (`gradbench.engine.layerstats`), with delta_l in the frame of the layer input.
     Layers at index >= depth are identity: they pass the signal through and their tags are
-    meaningless (`gradbench.measure` drops them), as are those past `branch.n_layers`, which the loop
-    never reaches. `stack` is the replicate's `gradbench.model.weight_stack`, or None to draw each
+    meaningless (`gradbench.engine.decode` drops them), as are those past `branch.n_layers`, which the loop
+    never reaches. `stack` is the replicate's `gradbench.engine.model.weight_stack`, or None to draw each
     Z_l again from its key.
     """
     log_mode = key.measure == "log"

@@ -32,15 +32,13 @@ import os
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from gradbench import results
 from gradbench.errors import SpecError
-from gradbench.measure import STATS
+from gradbench.schema import LAYER_STATS as STATS
 
 # Mean-field columns are float64 functions of the config values, computed again wherever they are
 # compared; xi_c = -1 / ln(chi_c) is ill-conditioned near chi_c = 1: recomputing the committed reports'
@@ -70,7 +68,7 @@ KINDS = {
         **dict.fromkeys(["nonfinite", "underflow", "threshold"], "exact"),
         **dict.fromkeys(["chi1", "q_star", "xi_c", "predicted_log10_delta_ratio"], "theory"),
     },
-    # The training outcome columns of the summary (gradbench.train.OUTCOME_COLUMNS).
+    # The training outcome columns of the summary (`gradbench.schema.OUTCOME_COLUMNS`).
     "outcomes": {
         **dict.fromkeys(
             ["loss_initial", "loss_final", "loss_baseline", "loss_ratio", "fit_ratio"],
@@ -115,7 +113,6 @@ AXES = (
     "measure", "optimizer", "lr", "clip", "clip_threshold", "task", "steps", "samples",
     "train_batch", "outputs", "seed", "replicate",
 )  # fmt: skip
-TRAINING_FILES = {"training": "training.parquet", "training_layers": "training_layers.parquet"}
 
 
 @dataclass(frozen=True)
@@ -472,21 +469,7 @@ def run_tables(run: results.Run) -> dict[str, pd.DataFrame | None]:
         "summary": run.summary,
         "outcomes": run.summary[["config_id", *outcome_columns]] if outcome_columns else None,
     }
-    for name, file in TRAINING_FILES.items():
-        path = Path(run.path) / "data" / file
-        tables[name] = _read_parquet(path) if path.is_file() else None
-    return tables
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise SpecError(
-            str(path),
-            f"<unreadable parquet: {exc}>",
-            "the file as gradbench run wrote it (restore it, or run the sweep again)",
-        ) from None
+    return tables | {"training": run.training, "training_layers": run.training_layers}
 
 
 def compare_runs(

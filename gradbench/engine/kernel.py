@@ -5,7 +5,7 @@ their standard draws, so every layer's forward and backward product is one (conf
 matrix product; the outer vmap runs several replicates side by side.
 
 Activation, init family and depth are values, not compile-time constants. A chunk's configs share one
-activation and one init family, chosen by unbatched `lax.switch` indices (`gradbench.model.Branch`),
+activation and one init family, chosen by unbatched `lax.switch` indices (`gradbench.engine.model.Branch`),
 so only the chosen branch runs; the layer loops run as many layers as the chunk's deepest config
 (shallower configs pass the extra layers through as identity). So a sweep compiles one kernel per
 shape (width, batch, loss, dtype, measure mode, and chunk shape), whatever activations, init families
@@ -29,9 +29,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradbench import registry
-from gradbench.backprop import make_backward
-from gradbench.grid import KernelKey
-from gradbench.model import (
+from gradbench.engine.backprop import make_backward
+from gradbench.engine.model import (
     Branch,
     Forward,
     make_forward,
@@ -39,6 +38,7 @@ from gradbench.model import (
     shared_draws,
     weight_stack,
 )
+from gradbench.sweep.grid import KernelKey
 
 
 class Chunk(NamedTuple):
@@ -58,7 +58,7 @@ class Chunk(NamedTuple):
 
 
 class RawStats(NamedTuple):
-    """Raw per-layer statistics, shape (R, C, key.depth[, N_TAG]); `gradbench.measure` reads them."""
+    """Raw per-layer statistics, shape (R, C, key.depth[, N_TAG]); `gradbench.engine.decode` reads them."""
 
     tags: jax.Array
     forward: Forward
@@ -74,7 +74,7 @@ def new_workspace(key: KernelKey, chunk: Chunk, mesh: Mesh | None = None) -> jax
 
 def predrawn(key: KernelKey) -> bool:
     """Whether the kernel of `key` reads pre-drawn weights (`Chunk.weights`) instead of drawing.
-    Such families have kernels of their own (`gradbench.grid.kernel_groups`)."""
+    Such families have kernels of their own (`gradbench.sweep.grid.kernel_groups`)."""
     return any(family in registry.PREDRAWN_FAMILIES for family in key.init_families)
 
 

@@ -7,7 +7,7 @@ shares one matrix product per layer (rows = configs x batch).
 
 Frames: the forward pass may carry h_l = exp(s_l) * h_hat_l with h_hat_l of unit RMS. For positively
 homogeneous activations phi(exp(s) z) = exp(s) phi(z), so this changes nothing but the range of the
-numbers float arithmetic sees (`gradbench.measure` puts the scales back).
+numbers float arithmetic sees (`gradbench.engine.decode` puts the scales back).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from gradbench import registry
-from gradbench.grid import KernelKey
-from gradbench.layerstats import is_tiny, unit_norm
+from gradbench.engine.layerstats import is_tiny, unit_norm
+from gradbench.sweep.grid import KernelKey
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
 

@@ -2,7 +2,7 @@
 
 A chunk is (replicates R, configs C): the configs of a replicate row share their draws. All chunks of a
 kernel have one shape (one shape, one compile), and each holds configs of one lane: one activation,
-init family and depth bucket (`gradbench.grid.kernel_groups`). The C axis is sharded over this
+init family and depth bucket (`gradbench.sweep.grid.kernel_groups`). The C axis is sharded over this
 process's devices, so C is a multiple of the device count; padding cells repeat a real config and
 are dropped on the way back.
 """
@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradbench import grid, measure
-from gradbench.kernel import Chunk, predrawn, weight_stack_bytes
-from gradbench.model import Branch
+from gradbench.engine.decode import decode
+from gradbench.engine.kernel import Chunk, predrawn, weight_stack_bytes
+from gradbench.engine.model import Branch
+from gradbench.schema import FLAGS, LAYER_STATS
+from gradbench.sweep import grid
 
 # A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
 CPU_WORKSPACE_BYTES = 1 << 30
@@ -123,7 +125,7 @@ def chunk_replicates(members: pd.DataFrame, plan: ChunkPlan) -> np.ndarray:
 
 def chunk_weights(draw, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
     """The pre-drawn standard weights of a chunk's replicates (`gradbench.registry.PREDRAWN_FAMILIES`),
-    replicated on every device of `mesh`. `draw` is `gradbench.kernel.make_weight_draw`'s function:
+    replicated on every device of `mesh`. `draw` is `gradbench.engine.kernel.make_weight_draw`'s function:
     a call of its own, finished before the sharded kernel starts."""
     stack = jax.block_until_ready(draw(seed, replicates))
     return jax.device_put(stack, NamedSharding(mesh, PartitionSpec()))
@@ -165,7 +167,7 @@ def chunk_inputs(
 def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, measure_mode: str) -> pd.DataFrame:
     """Long-form per-layer rows of the real configs of one chunk."""
     depth = members["depth"].to_numpy()[plan.rows]
-    stats = measure.assemble(raw.tags, raw.forward, depth, measure=measure_mode)
+    stats = decode(raw.tags, raw.forward, depth, measure=measure_mode)
     n_layers = stats["flag"].shape[-1]
     keep = plan.real[..., None] & (np.arange(n_layers) < depth[..., None])
     ids = members["config_id"].to_numpy()[plan.rows]
@@ -173,9 +175,9 @@ def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, measure_mode: str) 
         "config_id": np.broadcast_to(ids[..., None], keep.shape)[keep],
         "layer": np.broadcast_to(np.arange(1, n_layers + 1), keep.shape)[keep],
     }
-    for name in measure.STATS:
+    for name in LAYER_STATS:
         table[name] = stats[name][keep]
     with np.errstate(over="ignore"):
         table["q"] = np.power(10.0, table["log10_q"])
-    table["flag"] = np.asarray(measure.FLAGS)[stats["flag"][keep]]
+    table["flag"] = np.asarray(FLAGS)[stats["flag"][keep]]
     return pd.DataFrame(table)

@@ -1,9 +1,9 @@
 """Per-layer statistics, computed on device inside the backward pass.
 
 `layer_stats` reads a layer's backward signal dJ/dz_l and its input h_{l-1} and returns their
-statistics as one "tag" vector per layer. In log mode the backward pass (`gradbench.backprop`) then
+statistics as one "tag" vector per layer. In log mode the backward pass (`gradbench.engine.backprop`) then
 passes the signal on divided by its norm; the log of every norm it removes is in the tags, so the true
-magnitudes are recovered exactly on the host (see `gradbench.measure`) while float32 arithmetic never
+magnitudes are recovered exactly on the host (see `gradbench.engine.decode`) while float32 arithmetic never
 sees numbers far from 1.
 """
 
@@ -50,7 +50,7 @@ def lost_below(dtype) -> float:
     it, the entries that still matter to a norm (down to max x eps) are subnormal or zero; above it
     every such entry is a normal number. The kernel's flags (`is_tiny`) use it, and so does the
     regime rule: a lost vector of n entries has a norm below sqrt(n) x lost_below(dtype), the largest
-    value `gradbench.classify` lets a lost signal have.
+    value `gradbench.analysis.classify` lets a lost signal have.
     """
     info = jnp.finfo(dtype)
     return float(info.tiny) / float(info.eps)

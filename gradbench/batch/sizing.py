@@ -24,7 +24,7 @@ import pandas as pd
 
 from gradbench.errors import SpecError
 from gradbench.registry import PREDRAWN_FAMILIES, init_family
-from gradbench.spec import SweepSpec
+from gradbench.sweep.spec import SweepSpec
 
 # Peak resident bytes of a run (`gradbench run --no-report`, ru_maxrss): a fit to runs of 200 to
 # 40,000 configs at depth 2 to 64 gave 0.61 GB + 1,067 B per config + 314 B per layer row (config
@@ -170,7 +170,7 @@ def check_device(spec: SweepSpec) -> None:
 
 def too_large_alone(spec: SweepSpec, kernel_key, error: Exception) -> SpecError:
     """The refusal of a config that ran out of device memory in a chunk of its own (`kernel_key`: its
-    `gradbench.grid.KernelKey`): the bound of `check_device` is only a lower bound."""
+    `gradbench.sweep.grid.KernelKey`): the bound of `check_device` is only a lower bound."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return SpecError(
         width_key(spec),

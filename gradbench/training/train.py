@@ -1,6 +1,6 @@
 """Training dynamics: K optax steps for every config of a group inside one jit, vmapped over configs.
 
-The network is gradbench.model's, with explicit parameters: the stacked hidden weights
+The network is gradbench.engine.model's, with explicit parameters: the stacked hidden weights
 W_l = sigma_w / sqrt(width) Z_l and biases b_l = sigma_b beta_l come from the common random numbers
 `model.layer_draws(replicate_key(seed, replicate), l, width, init_family)`, and the readout is the
 first `outputs` rows of the replicate's W_out. So training starts from exactly the network whose
@@ -36,11 +36,14 @@ import optax
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
-from gradbench import compilation_cache, grid, registry, tasks
-from gradbench.chunks import config_mesh
-from gradbench.model import layer_draws, replicate_key, shared_draws
-from gradbench.progress import Progress
-from gradbench.spec import SweepSpec
+from gradbench import registry
+from gradbench.batch.progress import Progress
+from gradbench.engine import compilation_cache
+from gradbench.engine.chunks import config_mesh
+from gradbench.engine.model import layer_draws, replicate_key, shared_draws
+from gradbench.sweep import grid
+from gradbench.sweep.spec import SweepSpec
+from gradbench.training import datasets as tasks
 
 MOMENTUM = 0.9  # optimizer = "momentum": optax.sgd(lr, momentum=0.9); adam uses optax's defaults
 ADAPTIVE_EPS = 1e-3  # optax.adaptive_grad_clip's default: units with smaller norm count as this
@@ -87,7 +90,7 @@ def clipper(rule: str, threshold) -> optax.GradientTransformation:
 
 class Draws(NamedTuple):
     """Standard draws of some replicates (leading axis R): z (R, L, out, in), beta (R, L, out), and
-    the readout (R, width, width) with Var = 1/width (gradbench.model's common random numbers)."""
+    the readout (R, width, width) with Var = 1/width (gradbench.engine.model's common random numbers)."""
 
     z: jax.Array
     beta: jax.Array
@@ -459,7 +462,7 @@ def tables(records, steps: int, log_every: int, trained_below: float, facts=()) 
     """training / training_layers / outcome tables from (config rows, Record, baseline loss) triples.
 
     A config is `trained` when it did not diverge and its final loss is below `trained_below` times
-    the task's baseline loss (gradbench.tasks.baseline_loss: the best input-independent prediction).
+    the task's baseline loss (gradbench.training.datasets.baseline_loss: the best input-independent prediction).
     The baseline, not the initial loss, is the yardstick: an exploding ReLU net starts with a loss of
     1e9, and shrinking its outputs to zero would "reduce the loss 1e9-fold" without learning anything.
     """
@@ -555,40 +558,9 @@ def _row_max(a: np.ndarray) -> np.ndarray:
     return np.where(np.isneginf(top), np.nan, top)
 
 
-OUTCOME_COLUMNS = (
-    "loss_initial",
-    "loss_final",
-    "loss_baseline",
-    "loss_ratio",
-    "fit_ratio",
-    "trained",
-    "diverged",
-    "diverged_step",
-    "clipped_fraction",
-    "log10_grad_norm_initial",
-    "log10_grad_norm_max",
-    "log10_clipped_norm_max",
-    "log10_update_norm_max",
-    "trained_below",
-)
-
-
 def with_outcomes(summary: pd.DataFrame, training: Training) -> pd.DataFrame:
     """The summary with the training outcome columns of each config."""
     return summary.merge(training.outcomes, on="config_id", how="left", validate="1:1")
-
-
-TABLES = ("training", "training_layers")
-
-
-def attach(run, training: Training) -> None:
-    """Writes `data/training.parquet` and `data/training_layers.parquet` into `run.path` and keeps
-    the tables on the run object (`run.training`, `run.training_layers`)."""
-    data = run.path / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for name, table in zip(TABLES, (training.steps, training.layers), strict=True):
-        table.to_parquet(data / f"{name}.parquet", index=False)
-        setattr(run, name, table)
 
 
 def manifest_entry(train, training: Training) -> dict:

@@ -1,0 +1,1 @@
+"""Orchestration of a sweep's chunks: planning, execution, parts on disk, sizing, progress."""

@@ -1,0 +1,1 @@
+"""The measurement on device: networks, backward pass, layer statistics, kernels, chunk layout."""

@@ -1,0 +1,141 @@
+"""The run directory's contract: every table and column name, the regime and flag values, the version.
+
+Written once and imported everywhere, on both sides of the JAX boundary (this module imports nothing).
+docs/results.md documents each column; tests/test_schema.py holds the two against each other and
+against the tables a run writes. `SCHEMA_VERSION` changes whenever a column changes meaning or goes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+SCHEMA_VERSION = 1
+
+# data/<table>.parquet of every run, and of runs with a [train] section.
+RUN_TABLES = ("configs", "layers", "summary")
+TRAINING_TABLES = ("training", "training_layers")
+TABLES = (*RUN_TABLES, *TRAINING_TABLES)
+
+
+class Regime(StrEnum):
+    """A config's regime, decided on r = log10(||delta_1|| / ||delta_L||) (gradbench.analysis.classify)."""
+
+    VANISHING = "vanishing"
+    STABLE = "stable"
+    EXPLODING = "exploding"
+    NONFINITE = "nonfinite"
+    UNMEASURED = "unmeasured"
+
+
+REGIMES = tuple(r.value for r in Regime)
+# The order in which regimes win a tie (a cell's majority), and in which tables list them.
+SEVERITY = ("nonfinite", "exploding", "vanishing", "unmeasured", "stable")
+
+
+class Flag(StrEnum):
+    """What happened to one layer's statistics (layers.parquet `flag`)."""
+
+    OK = "ok"
+    ZERO = "zero"
+    UNDERFLOW = "underflow"
+    NONFINITE = "nonfinite"
+
+
+FLAGS = tuple(f.value for f in Flag)  # a flag's code in the kernel's output is its index here
+
+# configs.parquet, in order.
+CONFIG_COLUMNS = (
+    "config_id",
+    "group",
+    "activation",
+    "init",
+    "init_family",
+    "sigma_w2",
+    "sigma_w",
+    "sigma_b2",
+    "sigma_b",
+    "depth",
+    "width",
+    "batch",
+    "replicate",
+    "architecture",
+    "loss",
+    "dtype",
+    "measure",
+    "seed",
+)
+# Config columns of a [train] section: the swept training axes, then its settings.
+TRAIN_AXES = ("optimizer", "lr", "clip", "clip_threshold")
+TRAIN_SETTINGS = ("task", "steps", "samples", "train_batch", "outputs")
+TRAIN_CONFIG_COLUMNS = (*TRAIN_AXES, *TRAIN_SETTINGS)
+# Columns that identify a config or its compiled code, rather than describe it.
+ID_COLUMNS = ("config_id", "group", "replicate", "seed", "train_group")
+# The two spellings of the weight scale: a sweep gives one, the tables hold both.
+SCALE_AXES = ("sigma_w2", "sigma_w")
+
+# layers.parquet: the per-layer log10 statistics, then q and the flag.
+LAYER_STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
+LAYER_COLUMNS = ("config_id", "layer", *LAYER_STATS, "q", "flag")
+
+# summary.parquet: every config column, then these.
+MEASURED_COLUMNS = (
+    "log10_delta_ratio",
+    "log10_grad_w_ratio",
+    "log10_grad_b_ratio",
+    "delta_growth",
+    "grad_w_growth",
+    "log10_delta_first",
+    "log10_delta_last",
+    "log10_grad_w_first",
+    "log10_grad_w_last",
+    "log10_q_last",
+    "regime",
+    "underflow",
+    "nonfinite",
+    "threshold",
+)
+THEORY_COLUMNS = ("chi1", "q_star", "xi_c", "predicted_log10_delta_ratio")
+# Training outcomes, one per config of a [train] section (gradbench.training).
+OUTCOME_COLUMNS = (
+    "loss_initial",
+    "loss_final",
+    "loss_baseline",
+    "loss_ratio",
+    "fit_ratio",
+    "trained",
+    "diverged",
+    "diverged_step",
+    "clipped_fraction",
+    "log10_grad_norm_initial",
+    "log10_grad_norm_max",
+    "log10_clipped_norm_max",
+    "log10_update_norm_max",
+    "trained_below",
+)
+
+# Every column that holds a result (measured, predicted or trained), in any table: never a facet.
+RESULT_COLUMNS = frozenset(
+    {
+        *LAYER_STATS,
+        "q",
+        "flag",
+        *MEASURED_COLUMNS,
+        *THEORY_COLUMNS,
+        *OUTCOME_COLUMNS,
+        "step",
+        "loss",
+    }
+)
+
+
+def is_result(column: str) -> bool:
+    """Whether `column` holds a result rather than describes a config; log10_*, predicted_*, *_growth
+    and *_ratio columns are results by name, so derived tables follow the same rule."""
+    if column in RESULT_COLUMNS:
+        return True
+    return column.startswith(("log10_", "predicted_")) or column.endswith(("_growth", "_ratio"))
+
+
+def config_axes(columns) -> list[str]:
+    """The columns among `columns` that describe a configuration: not ids, layers or results."""
+    return [c for c in columns if c not in ID_COLUMNS and c != "layer" and not is_result(c)]

@@ -1,0 +1,1 @@
+"""Optax training of the same networks (same draws), and its tables."""
