@@ -7,7 +7,10 @@ against the tables a run writes. `SCHEMA_VERSION` changes whenever a column chan
 
 from __future__ import annotations
 
+import itertools
+import math
 from enum import StrEnum
+from numbers import Real
 
 SCHEMA_VERSION = 1
 
@@ -139,3 +142,25 @@ def is_result(column: str) -> bool:
 def config_axes(columns) -> list[str]:
     """The columns among `columns` that describe a configuration: not ids, layers or results."""
     return [c for c in columns if c not in ID_COLUMNS and c != "layer" and not is_result(c)]
+
+
+def axis_scale(values) -> str:
+    """How an axis of these values is drawn and recorded (the manifest's `axes.<name>.scale`): "log"
+    for three or more positive numbers that span a factor of 100, or that are evenly spaced in log
+    and not in linear terms over a factor of 8 or more (a depth list 8, 16, 32, 64); else "linear".
+    A sweep's logspace is "log" whatever its values."""
+    numbers = [v for v in values if isinstance(v, Real) and not isinstance(v, bool)]
+    if len(numbers) < 3 or len(numbers) < len(values) or min(numbers) <= 0:
+        return "linear"
+    v = sorted(set(float(x) for x in numbers))
+    if len(v) < 3:
+        return "linear"
+    if v[-1] >= 100 * v[0]:
+        return "log"
+    if v[-1] < 8 * v[0]:
+        return "linear"
+    steps = [b - a for a, b in itertools.pairwise(v)]
+    ratios = [math.log(b / a) for a, b in itertools.pairwise(v)]
+    even_in_log = max(ratios) - min(ratios) < 0.1 * (sum(ratios) / len(ratios))
+    even_in_linear = max(steps) - min(steps) <= 0.5 * (sum(steps) / len(steps))
+    return "log" if even_in_log and not even_in_linear else "linear"
