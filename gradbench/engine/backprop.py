@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from gradbench import registry
 from gradbench.engine.layerstats import N_TAG, layer_stats, prefer_gram
 from gradbench.engine.model import Branch, Saved, activations, make_standard_weight, uses_frames
+from gradbench.engine.precision import PRECISION
 from gradbench.sweep.grid import KernelKey
 
 
@@ -39,7 +40,7 @@ def make_backward(key: KernelKey, allow_imports: bool = False):
     gram = prefer_gram(key.batch, key.width)
     dtype = jnp.dtype(key.dtype)
     width = key.width
-    precision = jax.lax.Precision.HIGHEST
+    precision = PRECISION
     weight = make_standard_weight(key)
 
     def output_and_slope(phi: registry.Activation):

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradbench.engine.precision import PRECISION
+
 # Order of the statistics in a tag vector.
 LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY_DELTA, TINY_INPUT = range(5)
 N_TAG = 5
@@ -88,7 +90,7 @@ def log_outer_norm(
     transposes d for the product. With gram=True it uses ||D^T H||_F^2 = <D D^T, H H^T> and never
     materialises the (width, width) matrix.
     """
-    precision = jax.lax.Precision.HIGHEST
+    precision = PRECISION
     usable = (h_max_abs > 0) & jnp.isfinite(h_max_abs)
     scale = jnp.where(usable, h_max_abs, 1.0)
     if gram:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from gradbench import registry
 from gradbench.engine.layerstats import is_tiny, unit_norm
+from gradbench.engine.precision import PRECISION
 from gradbench.sweep.grid import KernelKey
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
@@ -148,7 +149,7 @@ def make_forward(key: KernelKey, allow_imports: bool = False):
     dtype = jnp.dtype(key.dtype)
     width, batch = key.width, key.batch
     log_size = math.log(batch * width)
-    precision = jax.lax.Precision.HIGHEST
+    precision = PRECISION
     weight = make_standard_weight(key)
 
     def activate(phi: registry.Activation):
