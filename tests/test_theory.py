@@ -11,6 +11,7 @@ import pytest
 from gradbench import theory
 from gradbench.errors import SpecError
 from gradbench.registry import ACTIVATIONS
+from gradbench.theory import kernel, quadrature
 
 
 def Phi(x):  # noqa: N802 - the standard normal CDF, from the standard library
@@ -23,17 +24,17 @@ def phi(x):
 
 def elementwise(name):
     """The module's (phi, phi') of a registered activation."""
-    return theory._elementwise((ACTIVATIONS[name].fn,), 0)
+    return kernel.elementwise((ACTIVATIONS[name].fn,), 0)
 
 
 def moments(name, q):
     """(E[phi^2], dE[phi^2]/dq, E[phi'^2]) at u = sqrt(q) z by the module's 1-D quadrature."""
-    return tuple(float(m) for m in theory._length_moments(elementwise(name), np.array([q]))[0])
+    return tuple(float(m) for m in quadrature.length_moments(elementwise(name), np.array([q]))[0])
 
 
 def bivariate(name, q, c):
     """(E[phi(u_1) phi(u_2)], E[phi'(u_1) phi'(u_2)]) by the module's 2-D quadrature."""
-    both = theory._bivariate_moments(elementwise(name), np.array([q]), np.array([c]))
+    both = quadrature.bivariate_moments(elementwise(name), np.array([q]), np.array([c]))
     return tuple(float(m[0]) for m in both)
 
 

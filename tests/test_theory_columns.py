@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 
 from gradbench import cli, registry, results, theory
-from gradbench.batch import runner
+from gradbench.schema import THEORY_COLUMNS
+from gradbench.theory import correlation_map, kernel
 
 ACTIVATIONS = sorted(registry.ACTIVATIONS)
 
 
 def summary_of(pairs: list[tuple[str, float, float, int]]) -> pd.DataFrame:
-    """The config columns `runner.with_theory` reads, one row per (activation, sigma_w2, sigma_b2, depth)."""
+    """The config columns `theory.with_theory` reads, one row per (activation, sigma_w2, sigma_b2, depth)."""
     return pd.DataFrame(pairs, columns=["activation", "sigma_w2", "sigma_b2", "depth"])
 
 
@@ -40,7 +41,7 @@ def random_pairs(seed: int, per_activation: int) -> list[tuple[str, float, float
 
 def test_theory_columns_equal_per_pair_theory_on_every_activation():
     summary = summary_of(random_pairs(seed=13, per_activation=60))
-    columns = runner.with_theory(summary)
+    columns = theory.with_theory(summary)
     rng = np.random.default_rng(0)
     checked = set()
     for name, rows in columns.groupby("activation"):
@@ -58,6 +59,36 @@ def test_theory_columns_equal_per_pair_theory_on_every_activation():
             checked.add(str(one.phase))
         assert len(rows) == 60
     assert checked >= {"ordered", "chaotic"}
+
+
+def test_with_theory_is_per_pair_theory_and_nan_for_user_activations():
+    """Row by row against `predict` on that config alone; an imported "package.module:function"
+    activation has no theory here (NaN), and rows keep their order and other columns."""
+    pairs = [
+        ("tanh", 2.5, 0.05, 10),
+        ("jax.numpy:tanh", 2.5, 0.05, 10),
+        ("relu", 3.0, 0.0, 50),  # q* = inf
+        ("erf", 1.2, 0.01, 8),
+        ("tanh", 2.5, 0.05, 10),  # the first config again (a replicate)
+        ("gelu", 0.5, 0.0, 3),  # q* = 0
+        ("tanh", 1.0, 0.05, 64),
+    ]
+    summary = summary_of(pairs).assign(config_id=range(len(pairs)))
+    columns = theory.with_theory(summary)
+    assert list(columns.columns) == [*summary.columns, *THEORY_COLUMNS]
+    pd.testing.assert_frame_equal(columns[summary.columns], summary)
+    for row in columns.itertuples():
+        if row.activation not in registry.ACTIVATIONS:
+            assert all(np.isnan(getattr(row, c)) for c in THEORY_COLUMNS)
+            continue
+        one = theory.predict(row.activation, row.sigma_w2, row.sigma_b2, row.depth)
+        for c in THEORY_COLUMNS:
+            assert getattr(row, c) == pytest.approx(float(one[c]), rel=1e-12, abs=1e-300)
+    assert columns["q_star"].iloc[2] == np.inf and columns["q_star"].iloc[5] == 0.0
+    assert columns.iloc[4][list(THEORY_COLUMNS)].equals(columns.iloc[0][list(THEORY_COLUMNS)])
+    only_user = theory.with_theory(summary_of([("jax.numpy:tanh", 2.5, 0.05, 10)]))
+    assert list(only_user.columns[-len(THEORY_COLUMNS) :]) == list(THEORY_COLUMNS)
+    assert only_user[list(THEORY_COLUMNS)].isna().all(axis=None)
 
 
 def test_run_writes_the_per_pair_theory_columns(tmp_path):
@@ -93,7 +124,7 @@ COUNT_COMPILES = """
 import json, sys
 import jax
 import pandas as pd
-from gradbench.batch import runner
+from gradbench.theory import with_theory
 jax.config.update("jax_enable_compilation_cache", False)  # cold: compile, never load
 compiles = []
 
@@ -103,7 +134,7 @@ def listener(event, duration, **kwargs):
 
 jax.monitoring.register_event_duration_secs_listener(listener)
 summary = pd.DataFrame(json.loads(sys.argv[1]), columns=["activation", "sigma_w2", "sigma_b2", "depth"])
-columns = runner.with_theory(summary)
+columns = with_theory(summary)
 print(json.dumps({"compiles": len(compiles), "finite_chi1": int(columns["chi1"].notna().sum())}))
 """
 
@@ -138,8 +169,8 @@ def test_series_fixed_point_agrees_with_the_two_dimensional_quadrature(name):
     rows = np.flatnonzero((mf.q_status == "finite") & (mf.phase == "chaotic") & (mf.chi_c < 0.95))
     assert rows.size >= 10
     rows = rows[:24]
-    phi = theory._elementwise((registry.ACTIVATIONS[name].fn,), 0)
-    c, chi_c = theory._bivariate_correlation(
+    phi = kernel.elementwise((registry.ACTIVATIONS[name].fn,), 0)
+    c, chi_c = correlation_map.bivariate_correlation(
         phi, sigma_w2[rows], sigma_b2[rows], mf.q_star[rows], np.full(rows.size, 0.5)
     )
     # The 2-D rule is within about 1e-9 in C; c* moves by that over 1 - chi_c.
