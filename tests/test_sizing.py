@@ -17,7 +17,7 @@ from gradbench.engine.model import Branch
 from gradbench.errors import SpecError
 from gradbench.sweep import grid
 from gradbench.sweep import spec as spec_module
-from gradbench.sweep.grid import KernelKey
+from gradbench.sweep.keys import KernelKey
 
 HUGE = """
 name = "huge"
@@ -114,7 +114,7 @@ def test_width_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys):
 
 def test_config_that_runs_out_of_memory_alone_is_refused(tmp_path, monkeypatch, capsys):
     """Beyond the lower bound: a chunk of one config that still runs out of memory is exit 2."""
-    from gradbench.batch import runner
+    from gradbench.batch import execute
 
     def kernel_without_memory(self, static, inputs, workspace):
         def exhausted(*args):
@@ -122,7 +122,7 @@ def test_config_that_runs_out_of_memory_alone_is_refused(tmp_path, monkeypatch, 
 
         return exhausted
 
-    monkeypatch.setattr(runner._Kernels, "kernel", kernel_without_memory)
+    monkeypatch.setattr(execute.Kernels, "kernel", kernel_without_memory)
     sweep = tmp_path / "s.toml"
     sweep.write_text(
         '[model]\nwidth = 16\n[axes]\nactivation = "tanh"\nsigma_w2 = [1.0, 2.0]\ndepth = 3\n'

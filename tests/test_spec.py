@@ -1,13 +1,17 @@
 """Sweep files: the accepted forms, and every error a user can make (exit status 2, nothing written)."""
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
 from gradbench import cli
 from gradbench.errors import SpecError
-from gradbench.sweep import grid
+from gradbench.sweep import axes, grid
 from gradbench.sweep import spec as spec_module
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BASE = """
 name = "s"
@@ -77,6 +81,52 @@ def test_depth_buckets_bound_padding():
         assert depth <= top <= 1.5 * depth
     assert grid.depth_buckets([4, 6], 1.5) == {4: 6, 6: 6}
     assert grid.depth_buckets([8, 16], 1.5) == {8: 8, 16: 16}
+
+
+def test_list_axes_take_the_one_log_axis_rule():
+    spec = spec_module.parse(
+        BASE.replace(
+            "sigma_w2 = [1.0]", "sigma_w2 = [1.0, 2.0, 3.0]\nsigma_b2 = [0.01, 1.0]"
+        ).replace("depth = [2]", "depth = [8, 16, 32, 64]")
+        + "[train]\nlr = { logspace = [-3, -2, 2] }\noptimizer = ['sgd', 'adam']\n"
+        + "clip = ['none', 'value']\nclip_threshold = [0.01, 0.1, 1.0]\n"
+    )
+    assert spec.axes["depth"].scale == "log"  # evenly spaced in log over a factor of 8
+    assert spec.axes["sigma_w2"].scale == "linear"
+    assert spec.axes["sigma_b2"].scale == "linear"  # two values
+    assert spec.swept_axes() == {
+        "sigma_w2": {"values": [1.0, 2.0, 3.0], "scale": "linear"},
+        "sigma_b2": {"values": [0.01, 1.0], "scale": "linear"},
+        "depth": {"values": [8, 16, 32, 64], "scale": "log"},
+        "optimizer": {"values": ["sgd", "adam"], "scale": "linear"},
+        "lr": {"values": [0.001, 0.01], "scale": "log"},  # a logspace, whatever its values
+        "clip": {"values": ["none", "value"], "scale": "linear"},
+        "clip_threshold": {"values": [0.01, 0.1, 1.0], "scale": "log"},
+    }
+    assert spec_module.parse(BASE).swept_axes() == {}
+
+
+# Axes that `gradbench.schema.axis_scale` calls "log" (evenly spaced in log over a factor of 8 or
+# more) where a gallery manifest written when only a factor of 100 made an axis log says "linear".
+LOG_BY_EVEN_SPACING = {
+    ("init-schemes", "depth"),
+    ("smoke", "sigma_w2"),
+    ("trainability", "depth"),
+    ("vanishing-vs-exploding", "depth"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(spec_module.built_in_sweeps()))
+def test_swept_axes_are_the_manifest_axes_of_the_gallery(name):
+    recorded = json.loads((ROOT / "reports" / name / "manifest.json").read_text())["axes"]
+    swept = spec_module.load(name).swept_axes()
+    assert list(swept) == list(recorded)
+    for axis, entry in swept.items():
+        assert entry["values"] == recorded[axis]["values"], axis
+        if (name, axis) in LOG_BY_EVEN_SPACING:
+            assert entry["scale"] == "log", axis
+        else:
+            assert entry["scale"] == recorded[axis]["scale"], axis
 
 
 BAD = [
@@ -255,7 +305,7 @@ def test_an_import_that_is_no_activation_exits_2(name, found, tmp_path, capsys):
 
 # A quick fuzz: every key of every section, given malformed values of every TOML type.
 FUZZ_KEYS = {section: sorted(keys) for section, keys in spec_module.SECTION_KEYS.items()}
-FUZZ_KEYS["axes"] = list(spec_module.AXIS_KEYS)
+FUZZ_KEYS["axes"] = list(axes.AXIS_KEYS)
 FUZZ_KEYS[""] = ["name", "seed", "description"]
 FUZZ_VALUES = [
     '"1.0"', '"x"', "true", "8.5", "8.0", "-1", "0", "1e308", "nan", "inf", "9223372036854775807",

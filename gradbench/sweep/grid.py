@@ -1,9 +1,9 @@
-"""Expands a sweep into configuration rows and splits each row into static and dynamic parts.
+"""Expands a sweep into configuration rows, one per config, and groups the rows by compiled code.
 
-The static part is everything that changes shapes or code paths, and is both a jit cache key and a
-groupby key: `KernelKey` for the gradient kernel, whose activation, init family and depth are runtime
-values, and `TrainKey` (around a network's `StaticKey`) for a trainer. The dynamic part (scales,
-depth, replicate, and the kernel's branch choices) becomes arrays that the compiled code sees.
+`expand` builds the config table (with each row's `config_id` and kernel `group`), `kernel_groups`
+and `train_groups` split it into the work of each compiled kernel and trainer, and `depth_buckets`
+decides which depths share one: shallower configs run in the workspace of a deeper one. What a key
+holds, and how a row maps to it, is `gradbench.sweep.keys`.
 """
 
 from __future__ import annotations
@@ -11,90 +11,38 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from gradbench import registry
 from gradbench.schema import CONFIG_COLUMNS, TRAIN_CONFIG_COLUMNS
-from gradbench.sweep.spec import SweepSpec, TrainSpec
+from gradbench.sweep.keys import (
+    KernelKey,
+    StaticKey,
+    TrainKey,
+    kernel_members,
+    static_key,
+    train_key,
+    train_keys,
+)
+from gradbench.sweep.types import SweepSpec, TrainSpec
 
-
-class StaticKey(NamedTuple):
-    """What one network of a compiled trainer is specialised on. `depth` is the bucket's largest."""
-
-    architecture: str
-    activation: str
-    init_family: str
-    width: int
-    batch: int
-    depth: int
-    loss: str
-    dtype: str
-    measure: str
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.activation}-{self.init_family}-w{self.width}-b{self.batch}-L{self.depth}"
-            f"-{self.loss}-{self.dtype}-{self.measure}"
-        )
-
-
-class KernelKey(NamedTuple):
-    """What one compiled gradient kernel is specialised on: shapes and code paths, none of the axes
-    a sweep varies but width and batch.
-
-    A chunk picks one of `activations` and one of `init_families` at run time (unbatched
-    `lax.switch` indices, so only the chosen branch runs), and its configs may have any depth up to
-    `depth`, the workspace's: the deepest config of the group.
-    """
-
-    architecture: str
-    width: int
-    batch: int
-    depth: int
-    loss: str
-    dtype: str
-    measure: str
-    activations: tuple[str, ...]
-    init_families: tuple[str, ...]
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.architecture}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
-            f"-{self.dtype}-{self.measure}-{'+'.join(self.init_families)}"
-        )
-
-
-class TrainKey(NamedTuple):
-    """What one compiled trainer is specialised on: the network's StaticKey and the training code path.
-
-    Learning rate, clip threshold and which of `clips` a config uses are not here: they are
-    per-config arrays that vmap sees. `clips` lists every clipping rule of the sweep; a trainer
-    computes each of them (cheap elementwise work beside the matrix products) and selects per
-    config, so a clipping sweep compiles once per network group, not once per rule.
-    """
-
-    static: StaticKey
-    optimizer: str
-    clips: tuple[str, ...]
-    task: str
-    steps: int
-    log_every: int
-    samples: int
-    batch: int
-    outputs: int
-
-    @property
-    def label(self) -> str:
-        return (
-            f"{self.static.label}-{self.optimizer}-clip_{'+'.join(self.clips)}-{self.task}"
-            f"-K{self.steps}"
-            f"-n{self.samples}-b{self.batch}-o{self.outputs}"
-        )
+# The key types are importable from here too: callers that expand a sweep group by them.
+__all__ = [
+    "KernelKey",
+    "StaticKey",
+    "TrainKey",
+    "config_id",
+    "config_ids",
+    "depth_buckets",
+    "expand",
+    "kernel_groups",
+    "static_key",
+    "train_groups",
+    "train_key",
+    "train_rows",
+]
 
 
 def config_id(row: dict) -> str:
@@ -260,14 +208,14 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
         frame = frame.merge(train_rows(spec.train), how="cross")
     frame["config_id"] = config_ids(frame)
     frame["group"] = ""
-    for key, members in _kernel_members(frame):
+    for key, members in kernel_members(frame):
         frame.loc[members.index, "group"] = key.label
     columns = list(CONFIG_COLUMNS)
     if spec.train is not None:
         buckets = depth_buckets(frame["depth"].unique().tolist(), spec.depth_bucket_ratio)
         clips = tuple(rule for rule, _ in spec.train.clip)
-        codes, train_keys = _train_keys(frame, buckets, clips)
-        frame["train_group"] = np.array([key.label for key in train_keys], dtype=object)[codes]
+        codes, keys = train_keys(frame, buckets, clips)
+        frame["train_group"] = np.array([key.label for key in keys], dtype=object)[codes]
         columns += [*TRAIN_CONFIG_COLUMNS, "train_group"]
     return frame[columns]
 
@@ -301,45 +249,13 @@ def train_rows(train: TrainSpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def train_key(row: dict, bucket_depth: int, clips: tuple[str, ...], log_every: int = 0) -> TrainKey:
-    """The trainer of a config row (`log_every` only changes what is recorded, not the group)."""
-    return TrainKey(
-        static=static_key(row, bucket_depth),
-        optimizer=row["optimizer"],
-        clips=clips,
-        task=row["task"],
-        steps=int(row["steps"]),
-        log_every=int(log_every),
-        samples=int(row["samples"]),
-        batch=int(row["train_batch"]),
-        outputs=int(row["outputs"]),
-    )
-
-
 def train_groups(configs: pd.DataFrame, spec: SweepSpec) -> list[tuple[TrainKey, pd.DataFrame]]:
     """Configs grouped by TrainKey (one compiled trainer each), in config order."""
     assert spec.train is not None
     buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
     clips = tuple(rule for rule, _ in spec.train.clip)
-    codes, keys = _train_keys(configs, buckets, clips, spec.train.log_every)
+    codes, keys = train_keys(configs, buckets, clips, spec.train.log_every)
     return [(key, configs[codes == i]) for i, key in enumerate(keys)]
-
-
-def static_key(row: dict, bucket_depth: int) -> StaticKey:
-    return StaticKey(
-        architecture=row["architecture"],
-        activation=row["activation"],
-        init_family=row["init_family"],
-        width=int(row["width"]),
-        batch=int(row["batch"]),
-        depth=int(bucket_depth),
-        loss=row["loss"],
-        dtype=row["dtype"],
-        measure=row["measure"],
-    )
-
-
-KERNEL_COLUMNS = ["architecture", "width", "batch", "loss", "dtype", "measure"]
 
 
 def kernel_groups(
@@ -353,7 +269,7 @@ def kernel_groups(
     """
     buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
     out = []
-    for key, members in _kernel_members(configs):
+    for key, members in kernel_members(configs):
         bucket = members["depth"].map(buckets)
         lanes = [
             lane.sort_values("replicate", kind="stable")
@@ -361,46 +277,3 @@ def kernel_groups(
         ]
         out.append((key, lanes))
     return out
-
-
-def _kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]]:
-    """Each gradient kernel of a config table with the rows it runs, in order of appearance."""
-    # Pre-drawn families (`registry.PREDRAWN_FAMILIES`) get a kernel of their own.
-    predrawn = configs["init_family"].isin(list(registry.PREDRAWN_FAMILIES))
-    own = configs["init_family"].where(predrawn, "")
-    out = []
-    for values, members in configs.groupby(
-        [*(configs[c] for c in KERNEL_COLUMNS), own], sort=False
-    ):
-        group = dict(zip(KERNEL_COLUMNS, values[:-1], strict=True))
-        key = KernelKey(
-            architecture=group["architecture"],
-            width=int(group["width"]),
-            batch=int(group["batch"]),
-            depth=int(members["depth"].max()),
-            loss=group["loss"],
-            dtype=group["dtype"],
-            measure=group["measure"],
-            activations=tuple(sorted(members["activation"].unique())),
-            init_families=tuple(sorted(members["init_family"].unique())),
-        )
-        out.append((key, members))
-    return out
-
-
-def _distinct_rows(columns: pd.DataFrame) -> tuple[np.ndarray, list[dict]]:
-    """Each row's index into the table's distinct rows, and those rows in order of appearance."""
-    codes = columns.groupby(list(columns), sort=False).ngroup().to_numpy()
-    _, first = np.unique(codes, return_index=True)
-    return codes, columns.iloc[first].to_dict("records")
-
-
-def _train_keys(
-    configs: pd.DataFrame, buckets: dict[int, int], clips: tuple[str, ...], log_every: int = 0
-) -> tuple[np.ndarray, list[TrainKey]]:
-    """Each row's index into its table's distinct TrainKeys, and those keys in order of appearance."""
-    fields = [*StaticKey._fields, "optimizer", "task", "steps", "samples", "train_batch", "outputs"]
-    columns = configs[fields].assign(depth=configs["depth"].map(buckets))
-    codes, rows = _distinct_rows(columns)
-    keys = [train_key(row, row["depth"], clips, log_every) for row in rows]
-    return codes, keys
