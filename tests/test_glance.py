@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 
+from gradbench.notation import fmt
 from gradbench.report import findings, page
 
 
@@ -38,7 +39,7 @@ def test_glance_names_each_facets_own_largest_scale():
     row = table.set_index("configs").loc["relu/he"]
     assert row["exploding from"] == "2" and row["vanishing up to"] == "never"
     factor = 10 ** (np.log10(1.2 * 2.0) / 2)
-    assert row["×/layer at the largest σ_w²"] == f"{findings.fmt(factor)} (σ_w² = 2)"
+    assert row["×/layer at the largest σ_w²"] == f"{fmt(factor)} (σ_w² = 2)"
     assert table.set_index("configs").loc["tanh/torch-default", "vanishing up to"] == "0.333"
 
 

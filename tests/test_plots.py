@@ -13,7 +13,8 @@ from matplotlib.collections import PatchCollection
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
 
-from gradbench import plots, schema
+from gradbench import notation, plots, schema
+from gradbench.plots.scales import power_label
 
 T = 2.0
 SIGMAS = np.linspace(0.5, 4.0, 8)
@@ -274,7 +275,7 @@ def test_regime_map_majority_and_legend(tables):
         i, j = DEPTHS.index(d), int(np.argmin(abs(SIGMAS - s)))
         majority = part.regime.value_counts()
         if majority.iloc[0] > len(part) / 2:
-            assert plots.REGIMES[int(codes[i, j])] == majority.index[0]
+            assert schema.REGIMES[int(codes[i, j])] == majority.index[0]
 
 
 def test_layer_profiles_uses_largest_depth_and_bands(tables):
@@ -329,6 +330,20 @@ def test_is_log_axis(tables):
     assert plots.is_log_axis({}, geometric, "depth")
     assert not plots.is_log_axis({}, summary, "sigma_w2")
     assert plots.is_log_axis({"axes": {"sigma_w2": {"scale": "log"}}}, summary, "sigma_w2")
+    # "linear" is what a manifest records for every list that is no logspace: the values decide
+    linear = {"axes": {"depth": {"values": [8, 32, 128], "scale": "linear"}}}
+    assert plots.is_log_axis(linear, geometric, "depth")
+    # the values decide by gradbench.schema.axis_scale: three values over a factor of 100 are log
+    spread = dict(zip(SIGMAS, np.geomspace(0.01, 5, len(SIGMAS)), strict=True))
+    wide = summary.assign(sigma_w2=summary.sigma_w2.map(spread))
+    wide.loc[wide.sigma_w2 > 1, "sigma_w2"] += 0.3  # no longer evenly spaced in log
+    assert schema.axis_scale(sorted(set(wide.sigma_w2))) == "log"
+    assert plots.is_log_axis({}, wide, "sigma_w2")
+    # never a log axis for values <= 0 or for names, whatever the manifest says
+    zero = summary.assign(sigma_w2=summary.sigma_w2 - SIGMAS[0])
+    assert not plots.is_log_axis({"axes": {"sigma_w2": {"scale": "log"}}}, zero, "sigma_w2")
+    assert not plots.is_log_axis({}, summary, "activation")
+    assert not plots.is_log_axis({}, summary, None)
 
 
 def test_save_writes_png_and_svg(tables, tmp_path):
@@ -361,8 +376,8 @@ def test_svg_files_are_byte_identical_across_renders(tmp_path):
 def test_plots_know_every_regime_of_the_classifier():
     """A regime the classifier gains must get a colour, a severity and a column in reports."""
 
-    assert set(plots.REGIMES) == {r.value for r in schema.Regime}
-    assert set(plots.SEVERITY) == set(plots.REGIMES) == set(plots.REGIME_COLOURS)
+    assert set(schema.REGIMES) == {r.value for r in schema.Regime}
+    assert set(schema.SEVERITY) == set(schema.REGIMES) == set(plots.REGIME_COLOURS)
 
 
 def test_regime_map_draws_and_names_unmeasured_cells(tables):
@@ -375,8 +390,8 @@ def test_regime_map_draws_and_names_unmeasured_cells(tables):
     assert "unmeasured" in legend
     codes = np.ma.masked_invalid(panels(fig)[0].collections[0].get_array())
     codes = codes.reshape(len(DEPTHS), len(SIGMAS))
-    assert {plots.REGIMES[int(c)] for c in codes[:, 0]} == {"unmeasured"}
-    assert "unmeasured" not in {plots.REGIMES[int(c)] for c in codes[:, 1:].ravel()}
+    assert {schema.REGIMES[int(c)] for c in codes[:, 0]} == {"unmeasured"}
+    assert "unmeasured" not in {schema.REGIMES[int(c)] for c in codes[:, 1:].ravel()}
 
 
 def test_facet_map_has_a_row_per_facet_and_the_replicate_means(tables):
@@ -400,7 +415,7 @@ def test_facet_map_has_a_row_per_facet_and_the_replicate_means(tables):
     assert len(hatched.get_paths()) == len(INITS)
     labelled = [t for t in delta.texts if t.get_gid() == "cell_value"]
     assert len(labelled) == int((~z.mask).sum())
-    assert grad_w.get_title() == plots.label("log10_grad_w_ratio")
+    assert grad_w.get_title() == notation.label("log10_grad_w_ratio")
 
 
 def test_layer_map_is_relative_to_the_last_layer_per_hue_panel():
@@ -444,7 +459,7 @@ def test_save_lays_out_once_and_draws_each_file_once(tables, monkeypatch, tmp_pa
 
 
 def test_power_of_ten_labels_are_plain_text():
-    assert plots._power_label(0.01) == "10⁻²"
-    assert plots._power_label(1000.0) == "10³"
-    assert plots._power_label(1.0) == "10⁰"
-    assert plots._power_label(0.5) == "0.5"
+    assert power_label(0.01) == "10⁻²"
+    assert power_label(1000.0) == "10³"
+    assert power_label(1.0) == "10⁰"
+    assert power_label(0.5) == "0.5"

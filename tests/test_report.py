@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, plots, report
+from gradbench import cli, plots, report, schema
+from gradbench.analysis import crossings
+from gradbench.notation import fmt
 from gradbench.report import findings, render
 
 # The synthetic run lives in test_plots.py; load it by path so any pytest import mode works.
@@ -40,7 +42,7 @@ def select(summary: pd.DataFrame, facet: dict) -> pd.DataFrame:
 def stated(f: findings.Finding) -> None:
     """Every number a finding carries appears in its text as formatted."""
     for name, value in f.numbers.items():
-        shown = str(value) if isinstance(value, int) else findings.fmt(value)
+        shown = str(value) if isinstance(value, int) else fmt(value)
         assert shown in f.text, (name, value, f.text)
 
 
@@ -58,7 +60,7 @@ def test_factor_findings_match_tables(summary):
         assert f.numbers["log10_grad_w_ratio"] == pytest.approx(rows["log10_grad_w_ratio"].mean())
         assert f.numbers["chi1"] == pytest.approx(rows["chi1"].mean())
         assert f.numbers["depth"] == 16
-        assert f"10^{findings.fmt(rows['log10_delta_ratio'].mean())} of the last" in f.text
+        assert f"10^{fmt(rows['log10_delta_ratio'].mean())} of the last" in f.text
         verb = "shrinks" if rows["delta_growth"].mean() < 0 else "grows"
         assert verb in f.text or "changes ×1 " in f.text
     relu_low = next(
@@ -262,10 +264,10 @@ def test_cli_report_of_many_facets_draws_one_row_per_facet(tmp_path):
     part = part[(part["sigma_w2"] == 2.0) & (part["depth"] == 8)]
     r = part["log10_delta_ratio"]
     row = [
-        "relu", "lecun", "2", "8", str(len(part)), findings.fmt(r.mean()),
-        f"{findings.fmt(r.min())} to {findings.fmt(r.max())}",
-        findings.fmt(part["log10_grad_w_ratio"].mean()),
-        findings.fmt(10 ** part["delta_growth"].mean()), findings.fmt(part["chi1"].mean()),
+        "relu", "lecun", "2", "8", str(len(part)), fmt(r.mean()),
+        f"{fmt(r.min())} to {fmt(r.max())}",
+        fmt(part["log10_grad_w_ratio"].mean()),
+        fmt(10 ** part["delta_growth"].mean()), fmt(part["chi1"].mean()),
         part["regime"].value_counts().idxmax(),
     ]  # fmt: skip
     assert "| " + " | ".join(row) + " |" in md
@@ -282,8 +284,8 @@ def test_every_cell_table_has_the_replicate_statistics(summary):
     part = part[part["depth"] == 16]
     finite = part["log10_delta_ratio"].dropna()
     assert len(finite) == 2 and row["replicates"] == 3
-    assert row["r: mean"] == findings.fmt(finite.mean())
-    assert row["r: min to max"] == f"{findings.fmt(finite.min())} to {findings.fmt(finite.max())}"
+    assert row["r: mean"] == fmt(finite.mean())
+    assert row["r: min to max"] == f"{fmt(finite.min())} to {fmt(finite.max())}"
     assert row["regime (majority)"] == "exploding"
 
 
@@ -291,7 +293,7 @@ def test_majorities_equal_majority_per_group_ties_to_the_more_severe():
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({
         "cell": rng.integers(0, 40, 400),
-        "regime": rng.choice(list(plots.REGIMES), 400),
+        "regime": rng.choice(list(schema.REGIMES), 400),
     })  # fmt: skip
     frame = pd.concat([frame, pd.DataFrame({"cell": [99, 99], "regime": ["stable", "unmeasured"]})])
     got = findings.majorities(frame, ["cell"])
@@ -335,3 +337,49 @@ def test_a_facet_without_any_finite_growth_gets_its_regimes_only(summary):
     found = [f for f in findings.findings(broken, T) if f.facet.get("activation") == "tanh"]
     assert [f.kind for f in found] == ["regimes"]
     assert "exploding for σ_w² in 0.5–4" in found[0].text  # nonfinite counts as exploding
+
+
+# The modules of gradbench.report that only compute text; the rest draw with gradbench.plots.
+TEXT_MODULES = ("findings", "training", "render")
+DRAWING_MODULES = ("page", "training_sections")
+
+
+def test_text_modules_of_the_report_import_neither_matplotlib_nor_jax():
+    package = Path(report.__file__).parent
+    assert {p.stem for p in package.glob("*.py")} - {"__init__"} == {
+        *TEXT_MODULES,
+        *DRAWING_MODULES,
+    }, "a new module of gradbench.report: list it as text or drawing here"
+    modules = ["gradbench.report", "gradbench.notation"]
+    modules += [f"gradbench.report.{m}" for m in TEXT_MODULES]
+    code = f"import sys\nimport {', '.join(modules)}\n" + textwrap.dedent("""
+        assert "matplotlib" not in sys.modules, "a text module of the report imported matplotlib"
+        assert "jax" not in sys.modules, "a text module of the report imported jax"
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_fmt_prints_floats_to_3_significant_digits_and_integers_whole():
+    assert [fmt(v) for v in (0.031623, 2.0, np.float64(1234.5), np.float32(0.5))] == [
+        "0.0316", "2", "1.23e+03", "0.5",
+    ]  # fmt: skip
+    assert [fmt(v) for v in (1024, np.int64(8), "relu", True)] == ["1024", "8", "relu", "True"]
+
+
+def test_facet_names_print_numbers_to_3_significant_digits(summary):
+    wide = summary.assign(width=np.where(summary["replicate"] == 0, 1024, 2048))
+    facets = findings.finding_facets(wide, "sigma_w2")
+    assert facets == ["activation", "width"]
+    assert findings.facet_name(wide, facets, ("relu", 1024)) == "relu/gaussian, width = 1.02e+03"
+
+
+def test_crossings_along_a_grid():
+    xs = np.array([0.5, 1.0, 1.5, 2.0])
+    assert crossings.crossing(xs, np.array([-1.0, -0.5, 0.5, 1.0]), 0.0) == 1.25
+    assert crossings.crossing(xs, np.array([np.nan, 1.0, 0.0, -1.0]), 0.0) == 1.5
+    assert crossings.crossing(xs, np.array([1.0, 2.0, 3.0, 4.0]), 0.0) is None
+    chosen = np.array([True, True, False, True])
+    assert crossings.true_runs(chosen) == [(0, 2), (3, 4)]
+    assert crossings.grid_runs(xs, chosen) == [(0.5, 1.0), (2.0, 2.0)]
+    assert findings.span_text("σ_w²", crossings.grid_runs(xs, chosen)) == "σ_w² in 0.5–1, 2"

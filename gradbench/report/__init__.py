@@ -1,6 +1,8 @@
 """A run's report: findings computed from its tables, its figures, and the HTML and Markdown pages.
 
-Reads only a run's tables (`gradbench.results.Run`); imports no JAX, and the findings no matplotlib.
+Reads only a run's tables (`gradbench.results.Run`) and imports no JAX. The text modules
+(`findings`, `training`, `render`) import no matplotlib either, so a report's statements can be
+computed and checked without drawing; `page` and `training_sections` draw with `gradbench.plots`.
 """
 
 

@@ -1,6 +1,7 @@
 """What a report says: findings computed from a run's summary, each with the numbers it states.
 
-Pure pandas; every number in a sentence is in its `Finding.numbers`, computed here from the tables.
+Pure pandas, no matplotlib: every number in a sentence is in its `Finding.numbers`, computed here
+from the tables, so a report's text can be checked against its data without drawing anything.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradbench import plots
-from gradbench.schema import SEVERITY
-
-SYMBOLS = plots.SYMBOLS
+from gradbench.analysis.crossings import crossing, grid_runs
+from gradbench.analysis.facets import group_by_facets
+from gradbench.notation import fmt, symbol
+from gradbench.schema import SCALE_AXES, SEVERITY, config_axes
 
 
 @dataclass(frozen=True)
@@ -34,39 +35,18 @@ class Finding:
     kind: str = ""
 
 
-def fmt(v: float) -> str:
-    """Numbers in reports: 3 significant digits."""
-    return f"{float(v):.3g}"
-
-
-def symbol(name: str) -> str:
-    return SYMBOLS.get(name, name)
-
-
 def majority(regimes: pd.Series) -> str:
+    """The most frequent regime of `regimes`; a tie goes to the more severe (`SEVERITY`)."""
     counts = regimes.value_counts()
     return max(counts.index, key=lambda r: (counts[r], -SEVERITY.index(r) if r in SEVERITY else -9))
 
 
 def majorities(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
     """`majority` of the regime per group of `keys`, in one groupby (ties go to the more severe)."""
-    counts = frame.groupby(keys, sort=True, observed=True, dropna=False)["regime"].value_counts()
+    counts = group_by_facets(frame, keys)["regime"].value_counts()
     counts = counts.unstack(fill_value=0)
     order = [*(r for r in SEVERITY if r in counts), *sorted(set(counts) - set(SEVERITY))]
     return counts[order].idxmax(axis=1)  # the first maximum in severity order
-
-
-def grid_runs(values: np.ndarray, chosen: np.ndarray) -> list[tuple[float, float]]:
-    """Maximal runs of consecutive grid values for which `chosen` holds, as (first, last)."""
-    runs, start = [], None
-    for i, ok in enumerate(chosen):
-        if ok and start is None:
-            start = i
-        if start is not None and (not ok or i == len(chosen) - 1):
-            end = i if ok else i - 1
-            runs.append((float(values[start]), float(values[end])))
-            start = None
-    return runs
 
 
 def span_text(sym: str, runs: list[tuple[float, float]]) -> str:
@@ -78,22 +58,23 @@ def span_text(sym: str, runs: list[tuple[float, float]]) -> str:
 
 def scale_axis(summary: pd.DataFrame) -> str | None:
     """The swept weight scale (sigma_w2 preferred when both columns vary), or None."""
-    return next((a for a in plots.SCALE_AXES if a in summary and summary[a].nunique() > 1), None)
+    return next((a for a in SCALE_AXES if a in summary and summary[a].nunique() > 1), None)
 
 
 def finding_facets(summary: pd.DataFrame, scale: str | None) -> list[str]:
     """Varying config columns other than the scale and depth (sigma_w2 stands for sigma_w)."""
-    cols = [c for c in plots.config_columns(summary) if c != "init_family"]
+    cols = [c for c in config_axes(summary.columns) if c != "init_family"]
     cols = [c for c in cols if summary[c].nunique(dropna=False) > 1]
     drop = {scale, "depth"}
-    if scale in plots.SCALE_AXES:
-        drop |= set(plots.SCALE_AXES)
+    if scale in SCALE_AXES:
+        drop |= set(SCALE_AXES)
     drop |= {c[:-1] for c in ("sigma_w2", "sigma_b2") if c in cols}
     return [c for c in cols if c not in drop]
 
 
 def facet_name(summary: pd.DataFrame, facets: list[str], key: tuple) -> str:
-    """ "relu/he, σ_b² = 0.05": activation and init by value (also when fixed), others by name."""
+    """ "relu/he, σ_b² = 0.05": activation and init by value (also when fixed), others by name;
+    numbers, integers included, to 3 significant digits."""
     values = dict(zip(facets, key, strict=True))
     lead = [c for c in ("activation", "init") if c in values or c in summary]
     words = [
@@ -102,7 +83,7 @@ def facet_name(summary: pd.DataFrame, facets: list[str], key: tuple) -> str:
         if c in values or summary[c].nunique() == 1
     ]
     rest = [
-        f"{symbol(c)} = {fmt(v) if isinstance(v, int | float) else v}"
+        f"{symbol(c)} = {fmt(float(v)) if isinstance(v, int | float) else v}"
         for c, v in values.items()
         if c not in lead
     ]
@@ -174,7 +155,7 @@ def at_largest_depth(summary: pd.DataFrame, facets: list[str]) -> pd.DataFrame:
     """The rows of `summary` at the largest depth of their facet."""
     if not facets:
         return summary[summary["depth"] == summary["depth"].max()]
-    deepest = summary.groupby(facets, sort=False, observed=True)["depth"].transform("max")
+    deepest = group_by_facets(summary, facets)["depth"].transform("max")
     return summary[summary["depth"] == deepest]
 
 
@@ -182,7 +163,7 @@ def _facet_depths(deep: pd.DataFrame, facets: list[str]) -> list[tuple[tuple, in
     """(facet key, depth) for every facet of `at_largest_depth` rows, in sorted order."""
     if not facets:
         return [((), int(deep["depth"].max()))]
-    depths = deep.groupby(facets, sort=True, observed=True)["depth"].max()
+    depths = group_by_facets(deep, facets)["depth"].max()
     keys = [k if isinstance(k, tuple) else (k,) for k in depths.index]
     return list(zip(keys, depths.astype(int).tolist(), strict=True))
 
@@ -234,7 +215,7 @@ def _per_scale(deep: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     ok = np.isfinite(deep["delta_growth"]) & np.isfinite(deep["log10_delta_ratio"])
     cols = ["delta_growth", "log10_delta_ratio"]
     cols += [c for c in ("log10_grad_w_ratio", "chi1") if c in deep]
-    grouped = deep[ok].groupby(keys, sort=True, observed=True)
+    grouped = group_by_facets(deep[ok], keys)
     return grouped[cols].mean().assign(replicates=grouped.size())
 
 
@@ -243,7 +224,7 @@ def _critical(name, facet, means, scale, depth) -> list[Finding]:
     if len(means) < 2:
         return []
     xs, sym = means.index.to_numpy(float), symbol(scale)
-    cross = plots.crossing(xs, means["delta_growth"].to_numpy(float), 0.0)
+    cross = crossing(xs, means["delta_growth"].to_numpy(float), 0.0)
     if cross is None:
         verb = "grows" if (means["delta_growth"] > 0).all() else "shrinks"
         text = (
@@ -257,7 +238,7 @@ def _critical(name, facet, means, scale, depth) -> list[Finding]:
         ]
     text = f"{name}: the measured growth of ‖δ‖ per layer crosses zero at {sym} ≈ {fmt(cross)}"
     numbers = {"critical": cross, "depth": depth}
-    theory = plots.crossing(xs, means["chi1"].to_numpy(float), 1.0) if "chi1" in means else None
+    theory = crossing(xs, means["chi1"].to_numpy(float), 1.0) if "chi1" in means else None
     if theory is not None:
         text += f"; mean-field theory puts χ₁ = 1 at {sym} ≈ {fmt(theory)}"
         numbers["theory_critical"] = theory
@@ -331,7 +312,7 @@ def glance(
     deep = at_largest_depth(summary, facets)
     if scale is not None:
         regimes = majorities(deep, [*facets, scale])
-        growths = deep.groupby([*facets, scale], sort=True, observed=True)["delta_growth"].mean()
+        growths = group_by_facets(deep, [*facets, scale])["delta_growth"].mean()
     for key, depth in _facet_depths(deep, facets):
         row = {"configs": facet_name(summary, facets, key), "depth": depth}
         if scale is not None:
@@ -363,7 +344,7 @@ def cell_table(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     mean weight-gradient ratio, the per-layer factor 10^mean(delta_growth), theory's chi_1 where
     the run carries it and the majority regime. "–" marks a value no replicate measured.
     """
-    grouped = summary.groupby(keys, sort=True, observed=True, dropna=False)
+    grouped = group_by_facets(summary, keys)
     r = grouped["log10_delta_ratio"]
     table = pd.DataFrame({"replicates": grouped.size()})
     table["r: mean"] = r.mean().map(_shown)
@@ -378,7 +359,7 @@ def cell_table(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     table["regime (majority)"] = majorities(summary, keys)
     table = table.reset_index()
     for key in keys:
-        table[key] = table[key].map(lambda v: fmt(v) if isinstance(v, float) else str(v))
+        table[key] = table[key].map(fmt)
     return table.rename(columns={k: symbol(k) for k in keys})
 
 

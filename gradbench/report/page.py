@@ -16,10 +16,14 @@ import pandas as pd
 
 from gradbench import plots
 from gradbench.analysis import agreement
-from gradbench.report.findings import cell_table, finding_facets, findings, fmt, glance, scale_axis
+from gradbench.analysis.facets import facet_parts
+from gradbench.notation import fmt
+from gradbench.report.findings import cell_table, finding_facets, findings, glance, scale_axis
 from gradbench.report.render import html_page, markdown
-from gradbench.report.training import gradient_view, training_blocks, training_steps
+from gradbench.report.training import gradient_view, training_steps
+from gradbench.report.training_sections import training_blocks
 from gradbench.results import Run
+from gradbench.schema import REGIMES
 
 
 def _threshold(run: Run) -> float:
@@ -36,9 +40,10 @@ def _grid_text(manifest: Mapping, n: int) -> str:
         values = list((axis or {}).get("values", []))
         numeric = all(isinstance(v, int | float) for v in values)
         if len(values) <= 6 or not numeric:
-            shown = ", ".join(fmt(v) if isinstance(v, float) else str(v) for v in values)
+            shown = ", ".join(fmt(v) for v in values)
         else:
-            shown = f"{axis.get('scale', 'linear')} {fmt(min(values))}–{fmt(max(values))}"
+            low, high = float(min(values)), float(max(values))
+            shown = f"{axis.get('scale', 'linear')} {fmt(low)}–{fmt(high)}"
         parts.append(f"{name} ({len(values)}: {shown})")
     return f"{' × '.join(parts)} = {n} configs" if parts else f"{n} configs"
 
@@ -89,17 +94,13 @@ def _facts(run: Run, threshold: float) -> list[tuple[str, str]]:
 
 def _regime_table(summary: pd.DataFrame, facets: list[str]) -> tuple[list[str], list[list[str]]]:
     """Config counts per facet and regime; "unmeasured" gets a column only where it occurs."""
-    regimes = [r for r in plots.REGIMES if r != "unmeasured" or summary["regime"].eq(r).any()]
+    regimes = [r for r in REGIMES if r != "unmeasured" or summary["regime"].eq(r).any()]
     header = [*(facets or ["configs"]), *regimes, "total"]
-    groups = summary.groupby(facets, sort=True, observed=True) if facets else [(("all",), summary)]
     rows = []
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, part in facet_parts(summary, facets):
         counts = part["regime"].value_counts()
         cells = [str(int(counts.get(r, 0))) for r in regimes]
-        rows.append(
-            [*(fmt(k) if isinstance(k, float) else str(k) for k in key), *cells, str(len(part))]
-        )
+        rows.append([*map(fmt, key or ("all",)), *cells, str(len(part))])
     return header, rows
 
 
@@ -322,7 +323,7 @@ def _theory_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
     worst = worst[~worst["agrees"]].sort_values("off", ascending=False).head(10)
     columns = [c for c in agreement.CELL if c in worst and summary[c].nunique() > 1]
     rows = [
-        [str(r[c]) if not isinstance(r[c], float) else fmt(r[c]) for c in columns]
+        [fmt(r[c]) for c in columns]
         + [
             fmt(r["measured"]),
             fmt(r["chi1"]),

@@ -1,31 +1,29 @@
-"""The training sections of a report (runs with a [train] section; `gradbench.training.train`).
+"""What a report says about training (runs with a [train] section; `gradbench.training.train`).
 
-Reads the run's summary, whose training outcome columns `gradbench.training.train` wrote, and its per-step
-table; every number in the text is computed here.
+Findings and tables computed from the training outcome columns that `gradbench.training.train`
+wrote into the run's summary; every number in the text is computed here. Pure pandas, no
+matplotlib: `gradbench.report.training_sections` draws the figures and assembles the sections.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from gradbench import plots
-from gradbench.report.findings import (
-    Finding,
-    facet_name,
-    finding_facets,
-    fmt,
-    grid_runs,
-    scale_axis,
-    span_text,
-    symbol,
-)
+from gradbench.analysis.crossings import grid_runs
+from gradbench.analysis.facets import facet_parts
+from gradbench.notation import clip_setting, fmt, symbol
+from gradbench.report.findings import Finding, facet_name, finding_facets, span_text
 from gradbench.results import Run
-from gradbench.schema import OUTCOME_COLUMNS, REGIMES, TRAIN_AXES, TRAIN_CONFIG_COLUMNS
+from gradbench.schema import (
+    OUTCOME_COLUMNS,
+    REGIMES,
+    TRAIN_AXES,
+    TRAIN_CONFIG_COLUMNS,
+    config_axes,
+)
 
 
 def training_steps(run: Run) -> pd.DataFrame | None:
@@ -38,7 +36,7 @@ def gradient_view(run: Run) -> Run:
     columns: gradients at initialisation do not depend on how the network is trained afterwards."""
     drop = [*TRAIN_CONFIG_COLUMNS, "train_group", *OUTCOME_COLUMNS]
     summary = run.summary.drop(columns=[c for c in drop if c in run.summary])
-    network = [c for c in plots.config_columns(summary) if c != "init_family"]
+    network = [c for c in config_axes(summary.columns) if c != "init_family"]
     network += [c for c in ("replicate", "seed") if c in summary]
     summary = summary.drop_duplicates(subset=network, ignore_index=True)
     keep = set(summary["config_id"])
@@ -60,7 +58,30 @@ def gradient_view(run: Run) -> Run:
     )
 
 
-def _clip_varies(s: pd.DataFrame) -> bool:
+def setup_text(run: Run) -> str:
+    """The paragraph that says how the run trained: steps, optimisers, task, and the rules for
+    "trained" and "diverged"."""
+    s, m = run.summary, run.manifest.get("training", {})
+    below = float(s["trained_below"].iloc[0])
+    opts = ", ".join(sorted(s["optimizer"].unique()))
+    lrs = ", ".join(fmt(v) for v in sorted(s["lr"].unique()))
+    setup = (
+        f"Every configuration was trained for {int(s['steps'].iloc[0])} steps with {opts} "
+        f"(learning rate {lrs}) on the '{s['task'].iloc[0]}' task ({int(s['samples'].iloc[0])} "
+        f"examples, {int(s['train_batch'].iloc[0])} per step), starting from exactly the network "
+        f"whose gradients the sections below measure: {len(s)} training runs of "
+        f"{len(gradient_view(run).summary)} networks. A run counts as "
+        f"trained when its final loss is below {fmt(below)} × the baseline loss (the best "
+        f"input-independent prediction; {fmt(s['loss_baseline'].iloc[0])} here) and as diverged "
+        "when its loss or gradient became NaN or Inf (data/training.parquet has the curves)."
+    )
+    if m.get("groups"):
+        setup += f" Training compiled {len(m['groups'])} trainer groups."
+    return setup
+
+
+def clip_varies(s: pd.DataFrame) -> bool:
+    """Whether the run swept more than one clipping setting."""
     return "clip" in s and s["clip"].nunique() > 1
 
 
@@ -112,14 +133,12 @@ def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.Dat
     """Per facet and depth: the scale values where most replicates trained, and where theory puts
     depth <= multiple x xi_c. Only runs without clipping (or the sweep's only clipping setting)."""
     s = summary
-    if _clip_varies(s):
+    if clip_varies(s):
         s = s[s["clip"] == "none"]
     facets = [c for c in finding_facets(s, scale) if c not in TRAIN_AXES or s[c].nunique() > 1]
     facets = [c for c in facets if c not in ("clip", "clip_threshold")]
     rows = []
-    groups = s.groupby(facets, sort=True, observed=True) if facets else [((), s)]
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
         for depth, deep in part.groupby("depth", sort=True):
             by = deep.groupby(scale).agg(trained=("trained", "mean"), xi_c=("xi_c", "mean"))
@@ -147,12 +166,10 @@ def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.Dat
 def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
     """Per facet and scale value: the deepest depth at which most replicates trained, the
     shallowest at which they did not, and the theory's depth scale `multiple` x xi_c there."""
-    s = summary[summary["clip"] == "none"] if _clip_varies(summary) else summary
+    s = summary[summary["clip"] == "none"] if clip_varies(summary) else summary
     facets = [c for c in finding_facets(s, scale) if c not in ("clip", "clip_threshold")]
     rows = []
-    groups = s.groupby(facets, sort=True, observed=True) if facets else [((), s)]
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
         for x, cells in part.groupby(scale, sort=True):
             by = cells.groupby("depth")["trained"].mean()
@@ -175,7 +192,7 @@ def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _reach_findings(reach: pd.DataFrame, scale: str, multiple: float) -> list[Finding]:
+def reach_findings(reach: pd.DataFrame, scale: str, multiple: float) -> list[Finding]:
     """The deepest trained depth against the theory's depth scale, on each side of chi_1 = 1."""
     out = []
     for side, rows in (("ordered", reach["_chi1"] < 1), ("chaotic", reach["_chi1"] > 1)):
@@ -198,7 +215,7 @@ def _reach_findings(reach: pd.DataFrame, scale: str, multiple: float) -> list[Fi
     return out
 
 
-def _band_finding(band: pd.DataFrame, multiple: float) -> Finding:
+def band_finding(band: pd.DataFrame, multiple: float) -> Finding:
     agree, cells = int(band["agree"].sum()), int(band["cells"].sum())
     text = (
         f"The measured outcome (most replicates trained or not) matches the theory's rule "
@@ -210,7 +227,7 @@ def _band_finding(band: pd.DataFrame, multiple: float) -> Finding:
 
 def clipping_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per initial regime and clipping setting: runs, diverged, trained, largest updates."""
-    s = summary.assign(setting=plots.clip_setting(summary["clip"], summary["clip_threshold"]))
+    s = summary.assign(setting=clip_setting(summary["clip"], summary["clip_threshold"]))
     rows = []
     for (regime, setting), part in s.groupby(["regime", "setting"], sort=True):
         update = part["log10_update_norm_max"].to_numpy(float)
@@ -232,7 +249,7 @@ def clipping_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def clipping_findings(summary: pd.DataFrame) -> list[Finding]:
     """What clipping did to exploding and to vanishing configs, computed from the summary."""
-    s = summary.assign(setting=plots.clip_setting(summary["clip"], summary["clip_threshold"]))
+    s = summary.assign(setting=clip_setting(summary["clip"], summary["clip_threshold"]))
     none, clipped = s[s["clip"] == "none"], s[s["clip"] != "none"]
     out = []
     for regime in ("exploding", "vanishing"):
@@ -303,7 +320,7 @@ def _verdict(found: list[Finding]) -> Finding | None:
 
 def _rescued(s: pd.DataFrame, regime: str) -> Finding:
     """Runs that failed without clipping and trained with it: same network, optimiser and lr."""
-    key = [c for c in plots.config_columns(s) if c not in ("clip", "clip_threshold", "setting")]
+    key = [c for c in config_axes(s.columns) if c not in ("clip", "clip_threshold", "setting")]
     key = [c for c in key if c != "init_family"] + ["replicate"]
     base = s[(s["clip"] == "none") & (s["regime"] == regime)][[*key, "trained"]]
     other = s[(s["clip"] != "none") & (s["regime"] == regime)]
@@ -325,139 +342,3 @@ def _rescued(s: pd.DataFrame, regime: str) -> Finding:
         {"regime": regime},
         "rescue",
     )
-
-
-TRAIN_FIGURES = {
-    "trainability": (
-        "Trainability phase diagram",
-        "Colour: log10(final loss / initial loss), mean over replicates; white dots: most "
-        "replicates trained (final loss below {below} × the baseline loss); black: diverged in a "
-        "replicate. Green: the theory's depth scale {multiple} ξ_c (Schoenholz et al. 2017: "
-        "networks train up to about 6 ξ_c); trainable below the line.{unclipped}",
-    ),
-    "clipping_fit": (
-        "Clipping effect on training",
-        "Rows: clipping settings; columns: the weight scale; colour: log10(final loss / baseline "
-        "loss); letters: T/t all/some replicates trained, D/d all/some diverged, · none trained.",
-    ),
-    "clipping_updates": (
-        "Clipping effect on the updates",
-        "Colour: log10 of the largest parameter update of the run (max over every step); letters "
-        "as above. Clipping bounds the update; whether the network then trains is the other map.",
-    ),
-    "loss_curves": (
-        "Loss curves by regime",
-        "Training loss over the baseline loss (1: no better than an input-independent prediction), "
-        "one line per run, in panels by the gradient's regime at initialisation.{fixed}",
-    ),
-    "update_curves": (
-        "Update norms during training",
-        "log10 of the parameter update at each logged step, one line per run, by regime.",
-    ),
-}
-
-
-def training_blocks(run: Run, steps: pd.DataFrame, figures: Path) -> list[tuple]:
-    s, m = run.summary, run.manifest.get("training", {})
-    below = float(s["trained_below"].iloc[0])
-    scale = scale_axis(s)
-    multiple = plots.DEPTH_SCALE_MULTIPLE
-    opts = ", ".join(sorted(s["optimizer"].unique()))
-    lrs = ", ".join(fmt(v) for v in sorted(s["lr"].unique()))
-    setup = (
-        f"Every configuration was trained for {int(s['steps'].iloc[0])} steps with {opts} "
-        f"(learning rate {lrs}) on the '{s['task'].iloc[0]}' task ({int(s['samples'].iloc[0])} "
-        f"examples, {int(s['train_batch'].iloc[0])} per step), starting from exactly the network "
-        f"whose gradients the sections below measure: {len(s)} training runs of "
-        f"{len(gradient_view(run).summary)} networks. A run counts as "
-        f"trained when its final loss is below {fmt(below)} × the baseline loss (the best "
-        f"input-independent prediction; {fmt(s['loss_baseline'].iloc[0])} here) and as diverged "
-        "when its loss or gradient became NaN or Inf (data/training.parquet has the curves)."
-    )
-    if m.get("groups"):
-        setup += f" Training compiled {len(m['groups'])} trainer groups."
-    blocks: list[tuple] = [("h2", "Training"), ("p", setup)]
-    found = training_findings(s)
-    band = reach = None
-    if scale and "depth" in s and s["depth"].nunique() > 1 and "xi_c" in s:
-        band = trainable_band(s, scale, multiple)
-        found.append(_band_finding(band, multiple))
-        reach = depth_reach(s, scale, multiple)
-        found += _reach_findings(reach, scale, multiple)
-    if _clip_varies(s):
-        found += clipping_findings(s)
-    blocks.append(("ul", [f.text for f in found]))
-    if band is not None and not band.empty:
-        shown = reach[[c for c in reach.columns if not c.startswith("_")]]
-        blocks += [
-            ("h3", "Trainable band"),
-            ("table", list(band.columns), band.astype(str).values.tolist()),
-            ("h3", "Depth reach"),
-            (
-                "p",
-                f"Per weight scale: the deepest depth at which most replicates trained, the "
-                f"shallowest at which they did not, and the theory's depth scale "
-                f"{fmt(multiple)} ξ_c.",
-            ),
-            ("table", list(shown.columns), shown.astype(str).values.tolist()),
-        ]
-    if _clip_varies(s):
-        table = clipping_table(s)
-        blocks += [
-            ("h3", "Clipping outcomes"),
-            ("table", list(table.columns), table.astype(str).values.tolist()),
-        ]
-    for stem, title, caption in _training_figures(run, steps, figures, scale, below, multiple):
-        blocks += [("h3", title), ("figure", f"figures/{stem}", title), ("p", caption)]
-    return blocks
-
-
-def _training_figures(run, steps, directory, scale, below, multiple):
-    s, m = run.summary, run.manifest
-    x, y, facet = plots.infer_axes(s, m)
-    facet = [c for c in (facet or []) if c not in ("clip", "clip_threshold")] or None
-    draw, fixed_note = {}, ""
-    if scale and "depth" in s and s["depth"].nunique() > 1:
-        unclipped = s[s["clip"] == "none"] if _clip_varies(s) else s
-        log_y = s["depth"].max() >= 8 * s["depth"].min()
-        if len(unclipped):
-            draw["trainability"] = partial(
-                plots.trainability_diagram, unclipped, scale, "depth", facet=facet, log_y=log_y,
-                log_x=plots.is_log_axis(m, s, scale), multiple=multiple,
-            )  # fmt: skip
-    if _clip_varies(s) and scale:
-        by = [
-            c for c in ("activation", "depth", "optimizer", "lr") if c in s and s[c].nunique() > 1
-        ]
-        for stem, value in (("clipping_fit", "fit_ratio"), ("clipping_updates", "update")):
-            draw[stem] = partial(plots.clipping_map, s, scale, value=value, facet=by or None)
-    fixed = {}
-    if "depth" in s and s["depth"].nunique() > 1:
-        trained_depths = s.loc[s["trained"].astype(bool), "depth"]
-        depth = int(trained_depths.max()) if len(trained_depths) else int(s["depth"].max())
-        fixed["depth"] = depth
-        fixed_note = f" Depth {depth}: the deepest at which some run trained."
-    if _clip_varies(s):
-        hue, panels = (
-            "setting",
-            ["activation", "regime"] if s["activation"].nunique() > 1 else "regime",
-        )
-        data = s.assign(setting=plots.clip_setting(s["clip"], s["clip_threshold"]))
-    else:
-        hue, panels, data = scale, "regime", s
-    draw["loss_curves"] = partial(
-        plots.training_curves, steps, data, hue=hue, facet=panels, fixed=fixed
-    )
-    if _clip_varies(s):
-        draw["update_curves"] = partial(
-            plots.training_curves, steps, data, value="log10_update_norm", hue=hue,
-            facet=panels, fixed=fixed,
-        )  # fmt: skip
-    for stem, make in draw.items():
-        plots.save(make(), directory, stem)
-    return [
-        (stem, TRAIN_FIGURES[stem][0], TRAIN_FIGURES[stem][1].format(
-            below=fmt(below), multiple=fmt(multiple), fixed=fixed_note,
-            unclipped=" Runs without clipping." if _clip_varies(s) else ""))
-        for stem in draw
-    ]  # fmt: skip
