@@ -23,7 +23,7 @@ import jax
 
 from benchmarks.suite import prepare_matmul
 from benchmarks.timing import measure as measure_case
-from gradbench.batch.runner import run
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
 
 

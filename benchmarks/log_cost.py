@@ -11,7 +11,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from gradbench.batch.runner import run
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
 
 SWEEP = """

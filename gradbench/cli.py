@@ -246,7 +246,8 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def cmd_run(args) -> int:
-    from gradbench.batch.runner import Interrupted, run
+    from gradbench.batch.parts import Interrupted
+    from gradbench.pipeline import run, run_shard
     from gradbench.sweep import spec as spec_module
 
     if args.out and len(args.specs) > 1:
@@ -267,16 +268,26 @@ def cmd_run(args) -> int:
         )
     for spec_arg, spec in zip(args.specs, specs, strict=True):
         try:
-            result = run(
-                spec,
-                args.out,
-                allow_imports=args.allow_imports,
-                progress=not args.quiet,
-                report=not args.no_report,
-                fresh=args.fresh,
-                shard=args.shard,
-                overwrite=args.overwrite,
-            )
+            if args.shard:
+                run_shard(
+                    spec,
+                    args.out,
+                    args.shard,
+                    allow_imports=args.allow_imports,
+                    progress=not args.quiet,
+                    fresh=args.fresh,
+                )
+                result = None
+            else:
+                result = run(
+                    spec,
+                    args.out,
+                    allow_imports=args.allow_imports,
+                    progress=not args.quiet,
+                    report=not args.no_report,
+                    fresh=args.fresh,
+                    overwrite=args.overwrite,
+                )
         except Interrupted as stop:
             print(f"gradbench: interrupted: {stop}", file=sys.stderr)
             print(f"resume with: {_resume_command(args, spec_arg)}", file=sys.stderr)
@@ -317,7 +328,7 @@ def _resume_command(args, spec_arg: str) -> str:
 
 
 def cmd_merge(args) -> int:
-    from gradbench.batch.runner import merge
+    from gradbench.pipeline import merge
 
     result = merge(
         args.parts,
@@ -340,7 +351,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from gradbench.verify import verify
+    from gradbench.pipeline import verify
 
     result = verify(
         args.run_dir,
@@ -404,10 +415,17 @@ def cmd_list(args) -> int:
     print("init presets (fix sigma_w^2):")
     for p in registry.INIT_PRESETS.values():
         print(f"  {p.name:<18} {p.family}, sigma_w^2 = {p.sigma_w2:.4g}: {p.description}")
-    print("losses:")
-    for name, text in registry.LOSSES.items():
-        print(f"  {name:<18} {text}")
-    print("architectures:\n  mlp                fully connected, one loop over layers")
+    named = {
+        "losses ([model] loss)": registry.LOSSES,
+        "architectures ([model] architecture)": registry.ARCHITECTURES,
+        "optimizers ([train] optimizer)": registry.OPTIMIZERS,
+        "clipping rules ([train] clip)": registry.CLIP_RULES,
+        "training tasks ([train] task)": registry.TASKS,
+    }
+    for heading, entries in named.items():
+        print(f"{heading}:")
+        for entry in entries.values():
+            print(f"  {entry.name:<18} {entry.description}")
     print(f"built-in sweeps ({SWEEPS_DIR}):")
     for name, path in built_in_sweeps().items():
         print(f"  {name:<24} {_description(path)}")

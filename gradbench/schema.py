@@ -1,6 +1,6 @@
 """The run directory's contract: every table and column name, the regime and flag values, the version.
 
-Written once and imported everywhere, on both sides of the JAX boundary (this module imports nothing).
+Written once and imported everywhere, on both sides of the JAX boundary (this module imports only numpy).
 docs/results.md documents each column; tests/test_schema.py holds the two against each other and
 against the tables a run writes. `SCHEMA_VERSION` changes whenever a column changes meaning or goes.
 """
@@ -11,6 +11,8 @@ import itertools
 import math
 from enum import StrEnum
 from numbers import Real
+
+import numpy as np
 
 SCHEMA_VERSION = 1
 
@@ -45,6 +47,20 @@ class Flag(StrEnum):
 
 
 FLAGS = tuple(f.value for f in Flag)  # a flag's code in the kernel's output is its index here
+
+
+def lost_below(dtype) -> float:
+    """gradbench's one definition of "lost to underflow": a vector whose largest entry is below this.
+
+    The threshold is tiny / eps: 2^-103 ~ 9.9e-32 in float32, 2^-970 ~ 1.0e-292 in float64. Below
+    it, the entries that still matter to a norm (down to max x eps) are subnormal or zero; above it
+    every such entry is a normal number. The kernel's flags (`gradbench.engine.layerstats.is_tiny`) use it, and so does the
+    regime rule: a lost vector of n entries has a norm below sqrt(n) x lost_below(dtype), the largest
+    value `gradbench.analysis.classify` lets a lost signal have.
+    """
+    info = np.finfo(dtype)
+    return float(info.tiny) / float(info.eps)
+
 
 # configs.parquet, in order.
 CONFIG_COLUMNS = (

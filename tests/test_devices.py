@@ -92,7 +92,7 @@ def test_predrawn_weights_are_the_draws_of_each_layer():
 def test_predrawn_weights_are_bounded_per_chunk():
     """A chunk holds the weights of as many replicates as a workspace's budget allows, at least one."""
     from gradbench.engine.chunks import chunk_shape, plan_chunks, replicate_capacity
-    from gradbench.sweep.grid import KernelKey
+    from gradbench.sweep.keys import KernelKey
 
     deep = KernelKey("mlp", 256, 64, 1000, "probe", "float32", "log", ("tanh",), ("orthogonal",))
     assert replicate_capacity(deep, "cpu", 1) == 4  # 4 x 262 MB within 1 GB

@@ -9,11 +9,11 @@ import pytest
 from reference import reference_layers
 
 from gradbench import registry
-from gradbench.batch.runner import run
 from gradbench.engine.kernel import Chunk, make_kernel, new_workspace
 from gradbench.engine.model import Branch
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
-from gradbench.sweep.grid import KernelKey
+from gradbench.sweep.keys import KernelKey
 
 STATS = ["log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from reference import reference_layers
 
-from gradbench.batch.runner import run
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
 
 STATS = ["log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"]

@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 
 import gradbench
-from gradbench import cli
-from gradbench.batch import runner
+from gradbench import cli, pipeline
 from gradbench.errors import SpecError
 
 SWEEP = """
@@ -160,7 +159,7 @@ def test_publication_removes_only_gradbench_files_from_the_parts_directory(
         os.kill(os.getpid(), signal.SIGTERM)
         raise AssertionError("SIGTERM did not interrupt the run")
 
-    monkeypatch.setattr(runner, "assemble", terminated)
+    monkeypatch.setattr(pipeline, "build_run", terminated)
     argv = ["run", str(sweep), "--out", str(out), "--quiet", "--no-report"]
     assert cli.main(argv) == 130
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ gradbench.theory's tests).
 import numpy as np
 import pytest
 
-from gradbench.batch.runner import run
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
 
 SWEEP = """

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gradbench import results
+from gradbench.pipeline import verify
 from gradbench.sweep.spec import built_in_sweeps
-from gradbench.verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT_IN = built_in_sweeps()

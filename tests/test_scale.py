@@ -179,9 +179,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(sweep_file, reference, 
 
 
 def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_path, monkeypatch):
-    from gradbench.batch import runner
+    from gradbench.batch import execute
 
-    real_kernel = runner._Kernels.kernel
+    real_kernel = execute.Kernels.kernel
 
     def kernel_with_small_memory(self, static, inputs, workspace):
         compiled = real_kernel(self, static, inputs, workspace)
@@ -193,7 +193,7 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
             return exhausted
         return compiled
 
-    monkeypatch.setattr(runner._Kernels, "kernel", kernel_with_small_memory)
+    monkeypatch.setattr(execute.Kernels, "kernel", kernel_with_small_memory)
     spec = sweep_file.read_text().replace("chunk_size = 2", "chunk_size = 8")
     path = tmp_path / "big-chunks.toml"
     path.write_text(spec)
@@ -208,7 +208,7 @@ def test_out_of_memory_splits_the_chunk_and_retries(sweep_file, reference, tmp_p
 
 def test_chunk_capacity_keeps_cpu_layers_cache_sized_and_workspaces_bounded():
     from gradbench.engine.chunks import chunk_capacity
-    from gradbench.sweep.grid import KernelKey
+    from gradbench.sweep.keys import KernelKey
 
     bench = KernelKey("mlp", 256, 128, 32, "probe", "float32", "log", ("tanh",), ("gaussian",))
     assert chunk_capacity(bench, None, "cpu") == 16  # 16 x 128 x 256 float32 = 2 MB per layer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradbench import theory
-from gradbench.batch.runner import run
+from gradbench.pipeline import run
 from gradbench.sweep import spec as spec_module
 
 SIGMA_W2 = [1.0, 1.5, 1.7, 1.8, 2.5, 4.0]

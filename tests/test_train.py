@@ -1,4 +1,4 @@
-"""Training dynamics (gradbench.training.train) against plain, per-config optax loops written independently.
+"""Training dynamics (gradbench.training) against plain, per-config optax loops written independently.
 
 The reference below shares only the conventions that define a config: the standard draws of
 gradbench.engine.model (common random numbers), the task data of gradbench.training.datasets, and the minibatch of
@@ -21,16 +21,15 @@ import optax
 import pandas as pd
 import pytest
 
-from gradbench import registry, report, results, schema
-from gradbench.batch import runner
-from gradbench.batch.runner import run
+from gradbench import registry, report, results, schema, training
 from gradbench.engine.model import layer_draws, replicate_key, shared_draws
 from gradbench.errors import SpecError
+from gradbench.pipeline import run
 from gradbench.report import training as training_report
 from gradbench.sweep import grid
 from gradbench.sweep import spec as spec_module
 from gradbench.training import datasets as tasks
-from gradbench.training import train
+from gradbench.training import network
 
 OPTIMISERS = {
     "sgd": optax.sgd,
@@ -193,8 +192,8 @@ def _reference_step(spec, depth: int, activation: str, optimizer: str, clip_rule
     return step
 
 
-def by_config(training: train.Training):
-    return training.steps.set_index(["config_id", "step"]).sort_index()
+def by_config(result: training.Training):
+    return result.steps.set_index(["config_id", "step"]).sort_index()
 
 
 CASES = [  # optimizer, clip, thresholds, activation, sigma_w2, lr, log_every, minibatch, replicates,
@@ -226,7 +225,7 @@ def case(request):
         task=task,
     )
     configs = grid.expand(spec)
-    return spec, configs, train.train_configs(spec, configs)
+    return spec, configs, training.train_configs(spec, configs)
 
 
 def test_vmapped_training_equals_plain_optax_loops(case):
@@ -235,7 +234,7 @@ def test_vmapped_training_equals_plain_optax_loops(case):
     assert configs["train_group"].nunique() == 1
     steps = by_config(result)
     outcomes = result.outcomes.set_index("config_id")
-    logged = train.log_steps(spec.train.steps, spec.train.log_every)
+    logged = training.log_steps(spec.train.steps, spec.train.log_every)
     with jax.enable_x64(True):
         for config in configs.to_dict("records"):
             expected = reference_training(config, spec)
@@ -311,7 +310,7 @@ def test_new_learning_rates_and_thresholds_do_not_recompile(case):
     text = text.replace("clip_threshold = [0.3, 2.0]", "clip_threshold = [0.5, 1.5]")
     changed = spec_module.parse(text)
     new_configs = grid.expand(changed)
-    compiles, second = count_compiles(lambda: train.train_configs(changed, new_configs))
+    compiles, second = count_compiles(lambda: training.train_configs(changed, new_configs))
     assert compiles == 0
     assert set(new_configs["lr"]) == {0.03, 0.07}
     assert set(new_configs["clip_threshold"].dropna()) == {0.5, 1.5}
@@ -335,7 +334,7 @@ def test_divergence_is_recorded_with_its_step_and_does_not_poison_the_batch():
         extra="chunk_size = 3",
     )
     configs = grid.expand(spec)
-    result = train.train_configs(spec, configs)
+    result = training.train_configs(spec, configs)
     outcomes = result.outcomes.set_index("config_id")
     steps = by_config(result)
     with jax.enable_x64(True):
@@ -426,13 +425,21 @@ clip_threshold = { global_norm = [0.5, 1.0], value = 0.01 }
     assert spec.train.log_every == 4  # default: steps // 50
 
 
-@pytest.mark.skipif(tasks.digits_available(), reason="scikit-learn is installed")
+def test_every_registered_name_has_an_implementation_here():
+    """The registry's tasks have data generators, and its optimisers and clipping rules have the
+    independent references of this file."""
+    assert set(tasks.GENERATORS) == set(registry.TASKS)
+    assert set(OPTIMISERS) == set(registry.OPTIMIZERS)
+    assert set(CLIPS) == set(registry.CLIP_RULES)
+
+
+@pytest.mark.skipif(registry.TASKS["digits"].available(), reason="scikit-learn is installed")
 def test_digits_without_scikit_learn_is_a_spec_error():
     with pytest.raises(SpecError, match="scikit-learn"):
         spec_module.parse(BASE_TEXT + "[train]\nlr = 0.1\ntask = 'digits'\n")
 
 
-@pytest.mark.skipif(not tasks.digits_available(), reason="scikit-learn not installed")
+@pytest.mark.skipif(not registry.TASKS["digits"].available(), reason="scikit-learn not installed")
 def test_digits_task_is_bundled_data():
     data = tasks.make_task("digits", seed=0, samples=100, width=32, outputs=4)
     assert data.x.shape == (100, 32) and data.target.shape == (100,)
@@ -527,15 +534,15 @@ def test_run_directory_report_and_initial_network(tanh_run):
     @jax.jit
     def weight_grads(params, x, u, depth):
         def probe(p):
-            return jnp.sum(u * train.apply(p, x, depth, jnp.tanh)) / batch
+            return jnp.sum(u * network.apply(p, x, depth, jnp.tanh)) / batch
 
         w = jax.grad(probe)(params)["w"]
         return jnp.sqrt(jnp.sum(jnp.square(w), axis=(1, 2)))
 
     layers = result.layers.set_index(["config_id", "layer"])
-    stack = train.draws(spec.seed, [0], width, bucket, "gaussian")
+    stack = network.draws(spec.seed, [0], width, bucket, "gaussian")
     for config in result.configs.to_dict("records"):
-        params = train.init_params(
+        params = network.init_params(
             grid.static_key(config, bucket), stack.z[0], stack.beta[0], stack.readout[0],
             jnp.float32(config["sigma_w"]), jnp.float32(config["sigma_b"]), width,
         )  # fmt: skip
@@ -547,9 +554,12 @@ def test_run_directory_report_and_initial_network(tanh_run):
         )
 
 
-def test_a_sweep_without_train_has_no_training_outputs():
+def test_a_sweep_without_train_has_no_training_outputs(tmp_path):
     spec = spec_module.parse(BASE_TEXT)
     configs = grid.expand(spec)
     assert spec.train is None and spec.n_configs == len(configs)
-    assert runner._train(spec, configs, allow_imports=False, progress=False) is None
+    result = run(spec, tmp_path / "run", progress=False, report=False)
+    assert result.training is None and result.training_layers is None
+    assert not list((tmp_path / "run" / "data").glob("training*"))
+    assert not set(schema.OUTCOME_COLUMNS) & set(result.summary.columns)
     assert "train_group" not in configs and "lr" not in configs

@@ -10,7 +10,8 @@ import pytest
 
 from gradbench import cli
 from gradbench.analysis.classify import classify, lost_signal_bound
-from gradbench.engine.layerstats import is_tiny, lost_below
+from gradbench.engine.layerstats import is_tiny
+from gradbench.schema import lost_below
 
 T = 2.0
 # relu and tanh from small to large weights, as in the bug report, at the depths where plain float32

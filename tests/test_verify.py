@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradbench import cli, results
+from gradbench import cli, results, training
+from gradbench.pipeline import verify
 from gradbench.sweep import grid
 from gradbench.sweep import spec as spec_module
-from gradbench.training import train
-from gradbench.verify import verify
 
 SWEEP = """
 name = "review"
@@ -178,7 +177,7 @@ def test_a_config_retrained_in_its_chunk_repeats_the_sweep(trained):
     run = results.load(trained)
     spec = spec_module.parse(run.spec_text, source="spec.toml")
     configs = grid.expand(spec)
-    again = train.train_configs(spec, configs, only=configs["config_id"].iloc[[5]])
+    again = training.train_configs(spec, configs, only=configs["config_id"].iloc[[5]])
     chunk = configs["config_id"].iloc[4:8]  # the second of the trainer's two chunks of 4
     assert list(again.outcomes["config_id"]) == list(chunk)
     stored = pd.read_parquet(trained / "data" / "training.parquet")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gradbench import registry
+
 TOLERANCE = 0.05  # relative, on the per-layer factor
-BOUNDED = ("tanh", "sigmoid", "erf", "hard_tanh", "softsign", "relu6")
 CELL = ["activation", "init", "width", "sigma_w2", "sigma_b2", "depth"]
 
 REASONS = {
@@ -58,8 +59,8 @@ def _reasons(table: pd.DataFrame) -> pd.Series:
     applies = {
         "short": column("depth", 99) < 16,
         "collapsing": q_star == 0,
-        "unbounded": np.isinf(q_star) & ~activation.isin(["relu", "leaky_relu", "linear"]),
-        "saturated": activation.isin(BOUNDED) & (q_star > 50),
+        "unbounded": np.isinf(q_star) & ~activation.isin(_names_where("homogeneous")),
+        "saturated": activation.isin(_names_where("bounded")) & (q_star > 50),
         "narrow": column("width", 1024) < 128,
         "unmeasured": table["unmeasured"].astype(bool),
     }
@@ -79,3 +80,8 @@ def score(table: pd.DataFrame) -> dict:
         "median_abs_log10_ratio": float(np.log10(measured["ratio"]).abs().median()),
         "tolerance": TOLERANCE,
     }
+
+
+def _names_where(fact: str) -> list[str]:
+    """The registered activations with `fact` (an `Activation` attribute) true."""
+    return [name for name, a in registry.ACTIVATIONS.items() if getattr(a, fact)]

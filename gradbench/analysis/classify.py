@@ -4,7 +4,7 @@ r = log10(||delta_1|| / ||delta_L||): vanishing if r < -t, exploding if r > t, s
 nonfinite if a NaN/Inf appeared. Growth rates are least-squares slopes of a log10 statistic against the
 distance from the output, L - l, so they are positive when the gradient grows on its way to the input.
 
-A backward signal lost to underflow (`gradbench.engine.layerstats.lost_below`: its largest entry was below
+A backward signal lost to underflow (`gradbench.schema.lost_below`: its largest entry was below
 tiny / eps, about 1e-31 in float32; plain mode, or an exact zero in log mode) has no value, so r has
 none either. The same definition bounds it: a lost (batch, width) signal has a norm below
 sqrt(batch x width) x tiny / eps. A config whose first-layer signal was lost while its last layer was
@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradbench.engine.layerstats import lost_below
-from gradbench.schema import Regime
+from gradbench.schema import Regime, lost_below
 
 
 def growth_rates(layers: pd.DataFrame, column: str) -> pd.Series:

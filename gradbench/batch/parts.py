@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 
 from gradbench.errors import SpecError
 
+SHARD_FILE = "shard.json"  # a shard's facts, beside its parts, for merge
 SPEC_KEY = b"gradbench_spec_sha256"
 MARKER = "sweep.json"
 PART_NAME = re.compile(r".+-[0-9a-f]{16}\.parquet")  # chunk_key + ".parquet"
@@ -163,3 +165,49 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:  # an interrupt included: leave no half-written file behind
         temporary.unlink(missing_ok=True)
         raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a run; its finished chunks are saved for the same command to reuse.
+
+    Attributes:
+        directory: where the chunks are (the parts directory, or the shard's `--out`).
+        saved: how many of the run's `total` chunks are there.
+    """
+
+    def __init__(self, directory: Path, saved: int, total: int):
+        super().__init__(f"{saved} of {total} chunks are saved in {directory}")
+        self.directory, self.saved, self.total = directory, saved, total
+
+
+@contextlib.contextmanager
+def interruptible(store: PartStore, keys: list[str]):
+    """Turns a KeyboardInterrupt into `Interrupted`, counting the parts of `keys` that are saved."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        saved = sum(store.path(key).is_file() for key in keys)
+        raise Interrupted(store.directory.resolve(), saved, len(keys)) from exc
+
+
+def wait_for_parts(
+    store: PartStore, keys: list[str], rows: list[int], wait_seconds: float
+) -> list[pd.DataFrame]:
+    """Every part of `keys` (with `rows` rows each), waiting up to `wait_seconds` for the other
+    processes of a multi-process run to write theirs."""
+    deadline = time.monotonic() + wait_seconds
+    tables: list[pd.DataFrame | None] = [None] * len(keys)
+    while True:
+        for i, (key, n_rows) in enumerate(zip(keys, rows, strict=True)):
+            if tables[i] is None:
+                tables[i] = store.load(key, n_rows)
+        missing = sum(t is None for t in tables)
+        if not missing:
+            return tables
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{missing} chunks never appeared in {store.directory} (a process died?)"
+            )
+        time.sleep(0.5)

@@ -6,6 +6,7 @@ milliseconds, and counting them would promise a rate the rest of the run cannot 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -59,3 +60,31 @@ def _clock(seconds: float) -> str:
         return "--:--"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}:{secs:02d}"
+
+
+class PhaseClock:
+    """Wall seconds of the host-side phases of a run (tables, theory, report), added up per phase."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def phases(self, manifest: dict) -> dict[str, float]:
+        """Compile and kernel seconds of every group (training included), then the host phases."""
+        groups = [*manifest["groups"], *manifest.get("training", {}).get("groups", [])]
+        measured = {
+            "compile": sum(g["compile_seconds"] for g in groups),
+            "kernel": sum(g["run_seconds"] for g in manifest["groups"]),
+            "training": sum(
+                g["run_seconds"] for g in manifest.get("training", {}).get("groups", [])
+            ),
+            **self.seconds,
+        }
+        return {phase: round(seconds, 3) for phase, seconds in measured.items()}

@@ -170,7 +170,7 @@ def check_device(spec: SweepSpec) -> None:
 
 def too_large_alone(spec: SweepSpec, kernel_key, error: Exception) -> SpecError:
     """The refusal of a config that ran out of device memory in a chunk of its own (`kernel_key`: its
-    `gradbench.sweep.grid.KernelKey`): the bound of `check_device` is only a lower bound."""
+    `gradbench.sweep.keys.KernelKey`): the bound of `check_device` is only a lower bound."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return SpecError(
         width_key(spec),

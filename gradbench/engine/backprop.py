@@ -23,7 +23,7 @@ from gradbench import registry
 from gradbench.engine.layerstats import N_TAG, layer_stats, prefer_gram
 from gradbench.engine.model import Branch, Saved, activations, make_standard_weight, uses_frames
 from gradbench.engine.precision import PRECISION
-from gradbench.sweep.grid import KernelKey
+from gradbench.sweep.keys import KernelKey
 
 
 def make_backward(key: KernelKey, allow_imports: bool = False):
@@ -63,7 +63,7 @@ def make_backward(key: KernelKey, allow_imports: bool = False):
     def backward(rep_key, x, saved: Saved, top_grad, sigma_w, depth, branch: Branch, stack=None):
         weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
 
-        def measure(carry, index, h_prev):
+        def layer_signal(carry, index, h_prev):
             """Layer `index`'s statistics and the signal it passes down (before the product)."""
             grad_h, slope = carry  # dJ/dh_hat_l and d h_hat_l / d z_hat_l
             delta = jnp.where(index < depth, grad_h * slope, 0.0)
@@ -74,7 +74,7 @@ def make_backward(key: KernelKey, allow_imports: bool = False):
             signal, tags = carry
             index = branch.n_layers - 1 - step
             h_prev, slope_prev = jax.lax.switch(branch.activation, branches, saved, index - 1)
-            stats, passed = measure(signal, index, h_prev)
+            stats, passed = layer_signal(signal, index, h_prev)
             z_std = weight(rep_key, index, branch.init_family, stack)
             grad_prev = weight_scale * jnp.matmul(passed, z_std.astype(dtype), precision=precision)
             grad_h = jnp.where(index < depth, grad_prev, signal[0])
@@ -87,7 +87,7 @@ def make_backward(key: KernelKey, allow_imports: bool = False):
         signal, tags = jax.lax.fori_loop(
             0, branch.n_layers - 1, layer, ((top_grad, top_slope), tags)
         )
-        first, _ = measure(signal, 0, x)
+        first, _ = layer_signal(signal, 0, x)
         return jax.lax.dynamic_update_index_in_dim(tags, first.astype(dtype), 0, 0)
 
     return backward

@@ -21,7 +21,7 @@ from gradbench.engine.decode import decode
 from gradbench.engine.kernel import Chunk, predrawn, weight_stack_bytes
 from gradbench.engine.model import Branch
 from gradbench.schema import FLAGS, LAYER_STATS
-from gradbench.sweep import grid
+from gradbench.sweep.keys import KernelKey
 
 # A chunk's memory is dominated by its workspace: one (batch, width) array per layer and config.
 CPU_WORKSPACE_BYTES = 1 << 30
@@ -43,7 +43,7 @@ class ChunkPlan:
     real: np.ndarray  # (R, C) bool
 
 
-def chunk_capacity(key: grid.KernelKey, override: int | None, platform: str = "cpu") -> int:
+def chunk_capacity(key: KernelKey, override: int | None, platform: str = "cpu") -> int:
     """Configs per chunk: the sweep's chunk_size, or what suits the platform (see the constants)."""
     if override:
         return override
@@ -55,7 +55,7 @@ def chunk_capacity(key: grid.KernelKey, override: int | None, platform: str = "c
     return int(min(MAX_CHUNK, max(1, capacity)))
 
 
-def replicate_capacity(key: grid.KernelKey, platform: str = "cpu", devices: int = 1) -> int:
+def replicate_capacity(key: KernelKey, platform: str = "cpu", devices: int = 1) -> int:
     """Replicates per chunk: unbounded, except for pre-drawn weights, which every device holds whole.
 
     Their (R, depth, width, width) stack gets the budget of a workspace (on CPU the devices share
@@ -132,7 +132,7 @@ def chunk_weights(draw, seed, replicates: np.ndarray, mesh: Mesh) -> jax.Array:
 
 
 def chunk_inputs(
-    key: grid.KernelKey,
+    key: KernelKey,
     lane: pd.DataFrame,
     plan: ChunkPlan,
     mesh: Mesh,

@@ -11,13 +11,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from jaxtyping import Float, Int, Shaped
 
 from gradbench.engine.layerstats import LOG_DELTA, LOG_GRAD_B, LOG_GRAD_W, TINY_DELTA, TINY_INPUT
 
 LN10 = math.log(10.0)
 
 
-def decode(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
+def decode(
+    tags: Float[np.ndarray, "*chunk L tag"],
+    forward,
+    depth: Int[np.ndarray, "*chunk"],
+    *,
+    measure: str,
+) -> dict[str, Shaped[np.ndarray, "*chunk L"]]:
     """Per-layer log10 statistics and flag codes.
 
     Args:
@@ -55,7 +62,7 @@ def decode(tags, forward, depth, *, measure: str) -> dict[str, np.ndarray]:
     values = np.stack(list(ln.values()))
     nonfinite = np.any(np.isnan(values) | (values == np.inf), axis=0)
     below = values == -np.inf
-    # The kernel's tiny flags say which vectors were lost to underflow (`layerstats.lost_below`). In
+    # The kernel's tiny flags say which vectors were lost to underflow (`gradbench.schema.lost_below`). In
     # log mode the backward signal is renormalised every layer and cannot get there; an exact zero
     # there is a true zero (dead units).
     delta_lost = (tags[..., TINY_DELTA] > 0.5) & (measure == "plain")

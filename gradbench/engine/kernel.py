@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Float32, Int32
 
 from gradbench import registry
 from gradbench.engine.backprop import make_backward
@@ -38,29 +39,32 @@ from gradbench.engine.model import (
     shared_draws,
     weight_stack,
 )
-from gradbench.sweep.grid import KernelKey
+from gradbench.sweep.keys import KernelKey
 
 
 class Chunk(NamedTuple):
-    """Dynamic inputs of one kernel call. `replicate` has shape (R,), sigma_w, sigma_b and depth (R, C),
-    `branch` holds scalars.
+    """Dynamic inputs of one kernel call: R replicates x C configs, and one branch for all of them.
 
-    `weights` is None, or for a pre-drawn init family the replicates' standard draws
-    (R, key.depth, width, width) from `make_weight_draw`.
+    `weights` is None, or for a pre-drawn init family the replicates' standard draws from
+    `make_weight_draw` (L = the kernel's workspace depth, `KernelKey.depth`).
     """
 
-    replicate: jax.Array
-    sigma_w: jax.Array
-    sigma_b: jax.Array
-    depth: jax.Array
+    replicate: Int32[Array, " R"]
+    sigma_w: Float[Array, "R C"]
+    sigma_b: Float[Array, "R C"]
+    depth: Int32[Array, "R C"]
     branch: Branch
-    weights: jax.Array | None = None
+    weights: Float32[Array, "R L width width"] | None = None
 
 
 class RawStats(NamedTuple):
-    """Raw per-layer statistics, shape (R, C, key.depth[, N_TAG]); `gradbench.engine.decode` reads them."""
+    """Raw per-layer statistics of a chunk; `gradbench.engine.decode` turns them into log10 norms.
 
-    tags: jax.Array
+    `tags` holds the `gradbench.engine.layerstats` columns of every layer (L = `KernelKey.depth`);
+    `forward`'s arrays are (R, C, L), its `log_top_scale` (R, C).
+    """
+
+    tags: Float[Array, "R C L tag"]
     forward: Forward
 
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradbench.engine.precision import PRECISION
+from gradbench.schema import lost_below
 
 # Order of the statistics in a tag vector.
 LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY_DELTA, TINY_INPUT = range(5)
@@ -43,19 +44,6 @@ def unit_norm(x: jax.Array) -> UnitNorm:
         jnp.where(usable, norm_of_scaled, 1)
     )
     return UnitNorm(unit, log_norm, max_abs)
-
-
-def lost_below(dtype) -> float:
-    """gradbench's one definition of "lost to underflow": a vector whose largest entry is below this.
-
-    The threshold is tiny / eps: 2^-103 ~ 9.9e-32 in float32, 2^-970 ~ 1.0e-292 in float64. Below
-    it, the entries that still matter to a norm (down to max x eps) are subnormal or zero; above it
-    every such entry is a normal number. The kernel's flags (`is_tiny`) use it, and so does the
-    regime rule: a lost vector of n entries has a norm below sqrt(n) x lost_below(dtype), the largest
-    value `gradbench.analysis.classify` lets a lost signal have.
-    """
-    info = jnp.finfo(dtype)
-    return float(info.tiny) / float(info.eps)
 
 
 def is_tiny(max_abs: jax.Array) -> jax.Array:

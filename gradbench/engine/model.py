@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from gradbench import registry
 from gradbench.engine.layerstats import is_tiny, unit_norm
 from gradbench.engine.precision import PRECISION
-from gradbench.sweep.grid import KernelKey
+from gradbench.sweep.keys import KernelKey
 
 LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
 
@@ -151,6 +151,7 @@ def make_forward(key: KernelKey, allow_imports: bool = False):
     log_size = math.log(batch * width)
     precision = PRECISION
     weight = make_standard_weight(key)
+    loss = registry.LOSSES[key.loss]
 
     def activate(phi: registry.Activation):
         """`z -> (h_hat, log_rms)`: phi(z), renormalised to unit RMS when the pass uses frames."""
@@ -200,11 +201,7 @@ def make_forward(key: KernelKey, allow_imports: bool = False):
         log_rms, log_q, tiny_z, log_h_scale = facts
         readout = shared.readout.astype(dtype)
         probe = shared.probe.astype(dtype)
-        if key.loss == "probe":
-            dj_dy, log_top = probe / batch, s_top
-        else:  # mse: dJ/dy = y - t = exp(s_top) (y_hat - t exp(-s_top))
-            y = jnp.matmul(h_top, readout.T, precision=precision)
-            dj_dy, log_top = (y - probe * jnp.exp(-s_top)) / batch, 2 * s_top
+        dj_dy, log_top = loss.output_gradient(h_top, s_top, readout, probe, precision)
         top_grad = jnp.matmul(dj_dy, readout, precision=precision)
         return Saved(z, log_rms), Forward(log_q, tiny_z, log_h_scale, log_top), top_grad
 

@@ -1,6 +1,6 @@
-"""What a report says about training (runs with a [train] section; `gradbench.training.train`).
+"""What a report says about training (runs with a [train] section; `gradbench.training`).
 
-Findings and tables computed from the training outcome columns that `gradbench.training.train`
+Findings and tables computed from the training outcome columns that `gradbench.training`
 wrote into the run's summary; every number in the text is computed here. Pure pandas, no
 matplotlib: `gradbench.report.training_sections` draws the figures and assembles the sections.
 """

@@ -15,7 +15,7 @@ from gradbench.errors import SpecError
 from gradbench.sweep.types import Axis
 from gradbench.sweep.values import ValueReader
 
-ARCHITECTURES = ("mlp",)
+ARCHITECTURES = tuple(registry.ARCHITECTURES)
 MODEL_KEYS = {"architecture", "width", "batch", "loss"}
 # The axes a sweep may vary, with the kind of their values. Each may also be given as a single value.
 AXIS_KINDS = {

@@ -7,13 +7,13 @@ every network with, on which task, for how many steps.
 
 from __future__ import annotations
 
+from gradbench import registry
 from gradbench.sweep.types import TrainSpec
 from gradbench.sweep.values import ValueReader
 
-OPTIMIZERS = ("sgd", "momentum", "adam")  # built from optax in gradbench.training.train
-CLIPS = ("none", "global_norm", "value", "adaptive")
-TASKS = ("teacher", "classification", "digits")
-DIGITS_SAMPLES = 1797  # the images of scikit-learn's digits data set
+OPTIMIZERS = tuple(registry.OPTIMIZERS)
+CLIPS = tuple(registry.CLIP_RULES)
+TASKS = tuple(registry.TASKS)
 TRAIN_KEYS = {
     "optimizer",
     "lr",
@@ -51,9 +51,7 @@ def read_train(reader: ValueReader, table: dict) -> TrainSpec:
         raise reader.error("train.log_every", log_every, f"an integer from 1 to steps = {steps}")
     task = reader.choice(table.get("task", "teacher"), "train.task", TASKS)
     if task == "digits":
-        from gradbench.training import datasets as tasks
-
-        if not tasks.digits_available():
+        if not registry.TASKS["digits"].available():
             raise reader.error(
                 "train.task",
                 task,
@@ -61,10 +59,9 @@ def read_train(reader: ValueReader, table: dict) -> TrainSpec:
                 "(pip install scikit-learn: its digits are bundled, nothing is downloaded)",
             )
     samples = reader.integer(table.get("samples", 256), "train.samples", minimum=1)
-    if task == "digits" and samples > DIGITS_SAMPLES:
-        raise reader.error(
-            "train.samples", samples, f"an integer from 1 to {DIGITS_SAMPLES} (digits)"
-        )
+    most = registry.TASKS[task].max_samples
+    if most is not None and samples > most:
+        raise reader.error("train.samples", samples, f"an integer from 1 to {most} ({task})")
     batch = reader.integer(table.get("batch", samples), "train.batch", minimum=1)
     if batch > samples:
         raise reader.error("train.batch", batch, f"an integer from 1 to samples = {samples}")

@@ -29,7 +29,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """The `[train]` section: K optimiser steps for every config (gradbench.training.train).
+    """The `[train]` section: K optimiser steps for every config (gradbench.training).
 
     Attributes:
         optimizer: optimiser names (an axis; static: one compiled trainer per name).

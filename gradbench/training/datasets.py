@@ -9,13 +9,16 @@
   scikit-learn wheel, no download), features standardised, then mapped to the network width by a
   fixed random projection (the identity when width = 64). Needs scikit-learn installed.
 
-A task depends only on (seed, task, samples, width, outputs): every configuration, replicate and
-optimiser of a sweep trains on the same data, so differences between configs are never data noise.
+The task names, and what each needs to run, are `gradbench.registry.TASKS`; `GENERATORS` holds the
+data generator of each. A task depends only on (seed, task, samples, width, outputs): every
+configuration, replicate and optimiser of a sweep trains on the same data, so differences between
+configs are never data noise.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -23,11 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradbench import registry
+
 # Task data is drawn from fold_in(key(seed), TASK_SALT): a stream that replicate keys
 # (fold_in(key(seed), replicate) with small replicate indices) never reach.
 TASK_SALT = 0x7A5C0DE
-CLASSIFICATION = ("classification", "digits")
-DIGITS_SAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+DIGITS_SAMPLES = registry.TASKS["digits"].max_samples
+DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
 
 
 class TaskData(NamedTuple):
@@ -37,17 +42,18 @@ class TaskData(NamedTuple):
     target: jax.Array
 
 
+class TaskKeys(NamedTuple):
+    """The task's random streams: inputs, the teacher's two layers, the digits' order and projection."""
+
+    x: jax.Array
+    u: jax.Array
+    v: jax.Array
+    digits: jax.Array
+
+
 def outputs_of(task: str, outputs: int) -> int:
     """Width of the network's readout for `task` (digits always has 10 classes)."""
     return DIGITS_CLASSES if task == "digits" else outputs
-
-
-def digits_available() -> bool:
-    try:
-        import sklearn.datasets  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def make_task(
@@ -55,36 +61,57 @@ def make_task(
 ) -> TaskData:
     """The data set of `task` (see the module docstring); deterministic in its arguments."""
     key = jax.random.fold_in(jax.random.key(int(seed)), TASK_SALT)
-    k_x, k_u, k_v, k_p = jax.random.split(key, 4)
-    if task == "digits":
-        return _digits(k_p, samples, width, dtype)
-    x = jax.random.normal(k_x, (samples, width), jnp.float32)
-    u = jax.random.normal(k_u, (width, width), jnp.float32) / math.sqrt(width)
-    v = jax.random.normal(k_v, (width, outputs), jnp.float32) / math.sqrt(width)
-    scores = jnp.tanh(x @ u) @ v
-    if task == "teacher":
-        mean, std = scores.mean(0, keepdims=True), scores.std(0, keepdims=True)
-        target = (scores - mean) / jnp.maximum(std, 1e-12)
-        return TaskData(x.astype(dtype), target.astype(dtype))
+    keys = TaskKeys(*jax.random.split(key, 4))
+    return GENERATORS[task](keys, samples, width, outputs, dtype)
+
+
+def _teacher_scores(keys: TaskKeys, samples: int, width: int, outputs: int):
+    """Inputs x ~ N(0, I) and the random teacher's scores V tanh(U x), in float32."""
+    x = jax.random.normal(keys.x, (samples, width), jnp.float32)
+    u = jax.random.normal(keys.u, (width, width), jnp.float32) / math.sqrt(width)
+    v = jax.random.normal(keys.v, (width, outputs), jnp.float32) / math.sqrt(width)
+    return x, jnp.tanh(x @ u) @ v
+
+
+def _teacher(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
+    x, scores = _teacher_scores(keys, samples, width, outputs)
+    mean, std = scores.mean(0, keepdims=True), scores.std(0, keepdims=True)
+    target = (scores - mean) / jnp.maximum(std, 1e-12)
+    return TaskData(x.astype(dtype), target.astype(dtype))
+
+
+def _classification(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
+    x, scores = _teacher_scores(keys, samples, width, outputs)
     return TaskData(x.astype(dtype), jnp.argmax(scores, axis=1).astype(jnp.int32))
 
 
-def _digits(key, samples: int, width: int, dtype) -> TaskData:
+def _digits(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
     from sklearn.datasets import load_digits  # bundled with the package: no download
 
     images, labels = load_digits(return_X_y=True)
-    order = np.asarray(jax.random.permutation(key, DIGITS_SAMPLES))[:samples]
+    order = np.asarray(jax.random.permutation(keys.digits, DIGITS_SAMPLES))[:samples]
     x = images[order].astype(np.float64)
     x = (x - images.mean(0)) / np.where(images.std(0) > 0, images.std(0), 1.0)
     if width != DIGITS_FEATURES:
-        proj = jax.random.normal(jax.random.fold_in(key, 1), (DIGITS_FEATURES, width), jnp.float32)
+        proj = jax.random.normal(
+            jax.random.fold_in(keys.digits, 1), (DIGITS_FEATURES, width), jnp.float32
+        )
         x = x @ np.asarray(proj, np.float64) / math.sqrt(DIGITS_FEATURES)
     return TaskData(jnp.asarray(x, dtype), jnp.asarray(labels[order], jnp.int32))
 
 
+# The data generator of each task of `gradbench.registry.TASKS`: (keys, samples, width, outputs,
+# dtype) -> TaskData.
+GENERATORS: dict[str, Callable[..., TaskData]] = {
+    "teacher": _teacher,
+    "classification": _classification,
+    "digits": _digits,
+}
+
+
 def loss(task: str, y: jax.Array, target: jax.Array) -> jax.Array:
     """The task's training loss of outputs `y` (examples, outputs) against `target`."""
-    if task in CLASSIFICATION:
+    if registry.TASKS[task].classification:
         return optax.softmax_cross_entropy_with_integer_labels(y, target).mean()
     return 0.5 * jnp.mean(jnp.square(y - target))
 
@@ -96,7 +123,7 @@ def baseline_loss(task: str, data: TaskData) -> float:
     targets are standardised). Classification: predict the class frequencies (their entropy).
     """
     target = np.asarray(data.target)
-    if task in CLASSIFICATION:
+    if registry.TASKS[task].classification:
         freq = np.bincount(target) / target.size
         freq = freq[freq > 0]
         return float(-(freq * np.log(freq)).sum())
