@@ -132,18 +132,30 @@ OUTCOME_COLUMNS = (
     "trained_below",
 )
 
-# Every column that holds a result (measured, predicted or trained), in any table: never a facet.
+# training.parquet (config x logged step) and training_layers.parquet (config x logged step x layer).
+TRAINING_COLUMNS = (
+    "config_id",
+    "step",
+    "loss",
+    "log10_loss",
+    "log10_grad_norm",
+    "log10_clipped_norm",
+    "log10_update_norm",
+    "log10_grad_w_first",
+    "log10_grad_w_last",
+    "clipped_fraction",
+    "log10_grad_norm_max",
+    "log10_clipped_norm_max",
+    "log10_update_norm_max",
+    "diverged",
+)
+TRAINING_LAYER_COLUMNS = ("config_id", "step", "layer", "log10_grad_w", "log10_grad_b")
+
+# Every column that holds a result (measured, predicted or trained): never a facet. The training
+# table's `loss` is left out: in configs and summary, `loss` is the sweep's loss function.
 RESULT_COLUMNS = frozenset(
-    {
-        *LAYER_STATS,
-        "q",
-        "flag",
-        *MEASURED_COLUMNS,
-        *THEORY_COLUMNS,
-        *OUTCOME_COLUMNS,
-        "step",
-        "loss",
-    }
+    {*LAYER_STATS, "q", "flag", *MEASURED_COLUMNS, *THEORY_COLUMNS, *OUTCOME_COLUMNS}
+    | {c for c in (*TRAINING_COLUMNS, *TRAINING_LAYER_COLUMNS) if c not in ("config_id", "loss")}
 )
 
 

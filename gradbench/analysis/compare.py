@@ -38,6 +38,7 @@ import pandas as pd
 
 from gradbench import results
 from gradbench.errors import SpecError
+from gradbench.schema import CONFIG_COLUMNS, ID_COLUMNS, TRAIN_CONFIG_COLUMNS
 from gradbench.schema import LAYER_STATS as STATS
 
 # Mean-field columns are float64 functions of the config values, computed again wherever they are
@@ -107,12 +108,17 @@ KINDS = {
     },
     "training_layers": dict.fromkeys(["log10_grad_w", "log10_grad_b"], "training_log10"),
 }
-# Axes that name a config, in this order, where their values vary.
+# Axes that name a config where their values vary: the config columns in table order, without the ids
+# and the spellings that another column already gives (init_family, sigma_w, sigma_b), then the draw.
 AXES = (
-    "activation", "init", "sigma_w2", "sigma_b2", "depth", "width", "batch", "loss", "dtype",
-    "measure", "optimizer", "lr", "clip", "clip_threshold", "task", "steps", "samples",
-    "train_batch", "outputs", "seed", "replicate",
-)  # fmt: skip
+    *(
+        c
+        for c in (*CONFIG_COLUMNS, *TRAIN_CONFIG_COLUMNS)
+        if c not in {*ID_COLUMNS, "init_family", "sigma_w", "sigma_b"}
+    ),
+    "seed",
+    "replicate",
+)
 
 
 @dataclass(frozen=True)
