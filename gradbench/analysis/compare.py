@@ -38,7 +38,14 @@ import pandas as pd
 
 from gradbench import results
 from gradbench.errors import SpecError
-from gradbench.schema import CONFIG_COLUMNS, ID_COLUMNS, TRAIN_CONFIG_COLUMNS
+from gradbench.schema import (
+    CONFIG_COLUMNS,
+    ID_COLUMNS,
+    OUTCOME_COLUMNS,
+    TRAIN_CONFIG_COLUMNS,
+    TRAINING_COLUMNS,
+    TRAINING_LAYER_COLUMNS,
+)
 from gradbench.schema import LAYER_STATS as STATS
 
 # Mean-field columns are float64 functions of the config values, computed again wherever they are
@@ -54,6 +61,17 @@ KEYS = {
     "training": ("config_id", "step"),
     "training_layers": ("config_id", "step", "layer"),
 }
+
+
+def _training_kind(column: str) -> str:
+    """How a training column is compared: norms in log10, losses relative, the rest exactly."""
+    if column.startswith("log10_"):
+        return "training_log10"
+    if column.startswith("loss") or column.endswith("_ratio"):
+        return "training_relative"
+    return "fraction" if column == "clipped_fraction" else "exact"
+
+
 KINDS = {
     "layers": {**dict.fromkeys(STATS, "log10"), "q": "relative", "flag": "exact"},
     "summary": {
@@ -69,44 +87,9 @@ KINDS = {
         **dict.fromkeys(["nonfinite", "underflow", "threshold"], "exact"),
         **dict.fromkeys(["chi1", "q_star", "xi_c", "predicted_log10_delta_ratio"], "theory"),
     },
-    # The training outcome columns of the summary (`gradbench.schema.OUTCOME_COLUMNS`).
-    "outcomes": {
-        **dict.fromkeys(
-            ["loss_initial", "loss_final", "loss_baseline", "loss_ratio", "fit_ratio"],
-            "training_relative",
-        ),
-        **dict.fromkeys(["trained", "diverged", "diverged_step", "trained_below"], "exact"),
-        "clipped_fraction": "fraction",
-        **dict.fromkeys(
-            [
-                "log10_grad_norm_initial",
-                "log10_grad_norm_max",
-                "log10_clipped_norm_max",
-                "log10_update_norm_max",
-            ],
-            "training_log10",
-        ),
-    },
-    "training": {
-        "loss": "training_relative",
-        **dict.fromkeys(
-            [
-                "log10_loss",
-                "log10_grad_norm",
-                "log10_clipped_norm",
-                "log10_update_norm",
-                "log10_grad_w_first",
-                "log10_grad_w_last",
-                "log10_grad_norm_max",
-                "log10_clipped_norm_max",
-                "log10_update_norm_max",
-            ],
-            "training_log10",
-        ),
-        "clipped_fraction": "fraction",
-        "diverged": "exact",
-    },
-    "training_layers": dict.fromkeys(["log10_grad_w", "log10_grad_b"], "training_log10"),
+    "outcomes": {c: _training_kind(c) for c in OUTCOME_COLUMNS},
+    "training": {c: _training_kind(c) for c in TRAINING_COLUMNS if c not in ("config_id", "step")},
+    "training_layers": {c: _training_kind(c) for c in TRAINING_LAYER_COLUMNS[3:]},
 }
 # Axes that name a config where their values vary: the config columns in table order, without the ids
 # and the spellings that another column already gives (init_family, sigma_w, sigma_b), then the draw.
