@@ -340,7 +340,7 @@ def test_a_facet_without_any_finite_growth_gets_its_regimes_only(summary):
 
 
 # The modules of gradbench.report that only compute text; the rest draw with gradbench.plots.
-TEXT_MODULES = ("findings", "training", "render")
+TEXT_MODULES = ("findings", "replicates", "training", "render")
 DRAWING_MODULES = ("page", "training_sections")
 
 
@@ -383,3 +383,30 @@ def test_crossings_along_a_grid():
     assert crossings.true_runs(chosen) == [(0, 2), (3, 4)]
     assert crossings.grid_runs(xs, chosen) == [(0.5, 1.0), (2.0, 2.0)]
     assert findings.span_text("σ_w²", crossings.grid_runs(xs, chosen)) == "σ_w² in 0.5–1, 2"
+
+
+def test_replicate_findings_count_split_cells_and_spreads():
+    """Two cells of four replicates: one split 2 stable / 2 vanishing (r from -3 to -1), one agreeing
+    (r within 0.2); the numbers are those of the table, counted by hand."""
+    from gradbench.report.replicates import replicate_findings
+
+    rows = []
+    for sw2, rs, regimes in [
+        (1.0, [-3.0, -2.5, -1.5, -1.0], ["vanishing", "vanishing", "stable", "stable"]),
+        (2.0, [0.0, 0.1, 0.2, 0.05], ["stable"] * 4),
+    ]:
+        for rep, (r, regime) in enumerate(zip(rs, regimes, strict=True)):
+            rows.append(
+                {"activation": "tanh", "sigma_w2": sw2, "depth": 20, "replicate": rep,
+                 "log10_delta_ratio": r, "regime": regime}
+            )  # fmt: skip
+    found = replicate_findings(pd.DataFrame(rows))
+    spread = next(f for f in found if "spans" in f.text)
+    assert spread.numbers["cells"] == 2
+    assert spread.numbers["largest_spread"] == pytest.approx(2.0)
+    assert spread.numbers["median_spread"] == pytest.approx((2.0 + 0.2) / 2)
+    split = next(f for f in found if "disagree" in f.text)
+    assert split.numbers["disagreeing"] == 1 and split.numbers["share"] == 0.5
+    assert "2 vanishing, 2 stable" in split.text and "σ_w² = 1" in split.text
+    one = pd.DataFrame(rows).query("replicate == 0")
+    assert replicate_findings(one) == []

@@ -20,6 +20,7 @@ from gradbench.analysis.facets import facet_parts
 from gradbench.notation import fmt
 from gradbench.report.findings import cell_table, finding_facets, findings, glance, scale_axis
 from gradbench.report.render import html_page, markdown
+from gradbench.report.replicates import replicate_findings
 from gradbench.report.training import gradient_view, training_steps
 from gradbench.report.training_sections import training_blocks
 from gradbench.results import Run
@@ -250,7 +251,16 @@ def write_report(run: Run, out_dir: str | Path | None = None) -> Path:
         *(training_blocks(full, steps, out / "figures") if steps is not None else []),
         *_glance_blocks(run.summary, threshold, scale, facets),
         ("h2", "Findings"),
-        ("ul", [f.text for f in findings(run.summary, threshold, scale=scale)]),
+        (
+            "ul",
+            [
+                f.text
+                for f in [
+                    *findings(run.summary, threshold, scale=scale),
+                    *replicate_findings(run.summary),
+                ]
+            ],
+        ),
         (
             "p",
             "Every number above is computed from data/summary.parquet "
