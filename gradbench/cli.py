@@ -135,10 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help=RUN_DIR_HELP)
 
-    theory = commands.add_parser("theory", help="mean-field q*, chi_1, depth scales, edge of chaos")
-    theory.add_argument("--activation", required=True)
-    theory.add_argument("--sigma-b2", type=_finite_float, default=0.0)
-    theory.add_argument("--sigma-w2", type=_finite_float, default=None)
+    theory = commands.add_parser(
+        "theory",
+        help="mean-field q*, chi_1, depth scales, edge of chaos; --gains for every activation",
+        description="One activation's mean-field theory (--activation), or the edge of chaos of\n"
+        "every registered activation with its PyTorch-style gain (--gains).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = theory.add_mutually_exclusive_group(required=True)
+    what.add_argument("--activation", help="a registered activation (gradbench list shows them)")
+    what.add_argument(
+        "--gains",
+        action="store_true",
+        help="for every registered activation, the sigma_w^2 with chi_1 = 1 at --sigma-b2 and the "
+        "gain sqrt(sigma_w^2) (std(W_ij) = gain / sqrt(fan_in), as torch.nn.init's gains)",
+    )
+    theory.add_argument(
+        "--sigma-b2", type=_finite_float, default=0.0, help="bias variance (default 0)"
+    )
+    theory.add_argument(
+        "--sigma-w2",
+        type=_finite_float,
+        default=None,
+        help="with --activation: the fixed points and depth scales at this sigma_w^2",
+    )
     theory.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     verify = commands.add_parser(
@@ -380,6 +400,18 @@ def cmd_compare(args) -> int:
 def cmd_theory(args) -> int:
     from gradbench import registry, theory
 
+    if args.gains:
+        if args.sigma_w2 is not None:
+            raise SpecError(
+                "--sigma-w2",
+                args.sigma_w2,
+                "no --sigma-w2 with --gains (the table finds sigma_w^2)",
+            )
+        table = theory.gains(args.sigma_b2)
+        print(
+            json.dumps(_strict_json(table), indent=2) if args.json else theory.format_gains(table)
+        )
+        return EXIT_OK
     registry.activation(args.activation)  # a clear error for unknown names
     described = theory.describe(args.activation, sigma_b2=args.sigma_b2, sigma_w2=args.sigma_w2)
     print(

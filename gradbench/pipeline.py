@@ -1,7 +1,7 @@
 """The composition of gradbench's stages: run, shard, merge and verify a sweep.
 
 sweep file -> grid of configs -> chunks measured by the engine (batch) -> per-layer table -> summary
-(analysis.classify) + theory columns (theory) [+ training] -> run directory (results) [+ report].
+(analysis.classify) + theory columns (theory) [+ Jacobian, training] -> run directory [+ report].
 
 This is the only module that imports the stages downstream of batch; each stage imports upstream
 only. Every finished chunk is written as a part (gradbench.batch.parts) before the next one starts, into
@@ -13,21 +13,20 @@ flight, and running the same command again skips the finished chunks. Jobs of a 
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
 from pathlib import Path
 
 import jax
-import jaxlib
 import pandas as pd
 
-from gradbench import __version__, results, theory
+from gradbench import results, theory
 from gradbench.analysis import classify, verification
 from gradbench.analysis import compare as comparing
 from gradbench.batch import sizing
-from gradbench.batch.execute import compute_layers, execute
+from gradbench.batch.execute import compute_tables, execute
+from gradbench.batch.manifest import build_manifest, now, setup
 from gradbench.batch.parts import (
     SHARD_FILE,
     PartStore,
@@ -35,14 +34,15 @@ from gradbench.batch.parts import (
     interruptible,
     wait_for_parts,
 )
-from gradbench.batch.plan import ChunkTask, plan_tasks
+from gradbench.batch.plan import ChunkTask, measured_tables, plan_tasks
 from gradbench.batch.progress import PhaseClock
 from gradbench.engine import compilation_cache
 from gradbench.errors import SpecError
-from gradbench.schema import SCHEMA_VERSION, THEORY_COLUMNS
+from gradbench.schema import JACOBIAN_COLUMNS
 from gradbench.sweep import grid
 from gradbench.sweep import spec as spec_module
 from gradbench.sweep.spec import SweepSpec
+from gradbench.theory import spectrum
 
 
 def run(
@@ -86,7 +86,7 @@ def run(
     sizing.check(spec)
     compilation_cache.enable()
     configs = grid.expand(spec)
-    started = _now()
+    started = now()
     tasks = plan_tasks(spec, configs, len(jax.local_devices()))
     store = PartStore(work_dir(out_path), spec.sha256, fresh=fresh)
     process, processes = jax.process_index(), jax.process_count()
@@ -101,9 +101,9 @@ def run(
             tables = wait_for_parts(
                 store, [t.key for t in tasks], [t.n_rows for t in tasks], wait_seconds
             )
-        layers = pd.concat(tables, ignore_index=True)
+        layers, jacobian = measured_tables(tasks, tables)
         run_obj = build_run(
-            spec, configs, layers, facts, started, out_path, report=report,
+            spec, configs, layers, jacobian, facts, started, out_path, report=report,
             allow_imports=allow_imports, progress=progress,
         )  # fmt: skip
     store.remove()
@@ -206,9 +206,9 @@ def merge(
         shard_file = Path(directory) / SHARD_FILE
         if shard_file.is_file():
             facts.extend(json.loads(shard_file.read_text())["groups"])
-    layers = pd.concat(tables, ignore_index=True)
+    layers, jacobian = measured_tables(tasks, tables)
     return build_run(
-        spec, configs, layers, facts, _now(), out_path, report=report,
+        spec, configs, layers, jacobian, facts, now(), out_path, report=report,
         allow_imports=allow_imports, progress=False,
     )  # fmt: skip
 
@@ -233,6 +233,7 @@ def build_run(
     spec: SweepSpec,
     configs: pd.DataFrame,
     layers: pd.DataFrame,
+    jacobian: pd.DataFrame | None,
     facts: list[dict],
     started: str,
     out_path: Path,
@@ -242,7 +243,7 @@ def build_run(
     progress: bool,
 ) -> results.Run:
     """Summary, theory, training (sweeps with a [train] section), manifest and report of a complete
-    set of layers, published atomically as the run directory `out_path`.
+    set of layers (and Jacobian rows, or None), published atomically as the run directory `out_path`.
 
     Training runs here, in the process that assembles the run, after the gradient chunks; it is not
     split into resumable parts: its sweeps are laptop-sized by design.
@@ -256,6 +257,8 @@ def build_run(
         summary = classify.summarise(configs, layers, spec.threshold)
     with clock("theory"):
         summary = theory.with_theory(summary)
+        if jacobian is not None:  # measured, and free probability's prediction beside it
+            summary = spectrum.with_spectrum(summary.merge(jacobian, on="config_id"))
     manifest = build_manifest(spec, configs, facts, started)
     training = None
     if spec.train is not None:
@@ -343,10 +346,13 @@ def verify(
                 "data/training.parquet, data/training_layers.parquet and the summary's outcome "
                 "columns belong to it",
             )
-    theory_columns = theory.with_theory(configs)[["config_id", *THEORY_COLUMNS]]
+    predicted = spectrum.with_spectrum(configs) if spec.jacobian else configs
+    theory_columns = theory.with_theory(predicted).drop(columns=configs.columns.drop("config_id"))
     recomputed = verification.recomputed_summary(
         configs, stored.layers, spec.threshold, theory_columns
     )
+    # The measured Jacobian columns do not follow from the layers; the re-run checks them.
+    from_layers = stored.summary.drop(columns=list(JACOBIAN_COLUMNS), errors="ignore")
     same = comparing.Tolerance(verification.RECOMPUTED_TOLERANCE, verification.RECOMPUTED_TOLERANCE)
     sections = [
         (
@@ -356,7 +362,7 @@ def verify(
         (
             f"every config ({len(configs)}): the summary recomputed from the stored layers",
             comparing.compare(
-                {"summary": stored.summary}, {"summary": recomputed}, tolerance=same, complete=True
+                {"summary": from_layers}, {"summary": recomputed}, tolerance=same, complete=True
             ),
         ),
     ]
@@ -398,7 +404,11 @@ def _rerun(
     progress: bool,
 ) -> tuple[str, comparing.Comparison, list[str]]:
     """The re-run check: (title, comparison, notes)."""
-    layers, _ = compute_layers(spec, chosen, allow_imports=allow_imports, progress=progress)
+    layers, jacobian, _ = compute_tables(
+        spec, chosen, allow_imports=allow_imports, progress=progress
+    )
+    if jacobian is not None:
+        theory_columns = theory_columns.merge(jacobian, on="config_id", validate="1:1")
     summary = verification.recomputed_summary(chosen, layers, spec.threshold, theory_columns)
     rerun = {"layers": layers, "summary": summary}
     title = f"re-run of {len(chosen)} of {len(configs)} configs"
@@ -421,49 +431,6 @@ def _rerun(
     return title, comparison, notes
 
 
-def setup() -> dict:
-    """This process's backend, devices and JAX versions, as a manifest records them."""
-    return {
-        "backend": jax.default_backend(),
-        "device_kind": jax.devices()[0].device_kind,
-        "local_device_count": len(jax.local_devices()),
-        "jax_version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
-    }
-
-
-def build_manifest(spec: SweepSpec, configs: pd.DataFrame, groups: list, started: str) -> dict:
-    here = setup()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "gradbench_version": __version__,
-        "name": spec.name,
-        "spec_sha256": spec.sha256,
-        **results.git_facts(),
-        "jax_version": here["jax_version"],
-        "jaxlib_version": here["jaxlib_version"],
-        "backend": here["backend"],
-        "device_kind": here["device_kind"],
-        "device_count": len(jax.devices()),
-        "local_device_count": here["local_device_count"],
-        "process_count": jax.process_count(),
-        "x64": spec.dtype == "float64",
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "dtype": spec.dtype,
-        "measure": spec.measure,
-        "loss": spec.loss,
-        "chunk_size": spec.chunk_size,
-        "started": started,
-        "finished": _now(),
-        "n_configs": len(configs),
-        "threshold": spec.threshold,
-        "axes": spec.swept_axes(),
-        "sigma_w_given": spec.sigma_w_given,
-        "sigma_b_given": spec.sigma_b_given,
-        "groups": groups,
-    }
-
-
 def work_dir(out: Path) -> Path:
     """Where a run keeps its finished chunks until it is assembled: `<out>.parts/` beside `out`."""
     return out.resolve().parent / f"{out.name}.parts"
@@ -484,7 +451,3 @@ def _protected(spec: SweepSpec) -> tuple[Path, ...]:
     """The sweep file itself: no output may replace or hold it."""
     sweep_file = Path(spec.source)
     return (sweep_file,) if sweep_file.is_file() else ()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,21 +287,3 @@ def publish(staged: Path, out: Path) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
-
-
-def git_facts() -> dict:
-    """The commit and dirty flag of the gradbench checkout (None where it is not a git checkout)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args):
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.TimeoutExpired):
-        commit = status = None
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}

@@ -14,7 +14,7 @@ from numbers import Real
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: predicted_log10_delta_ratio is the finite-depth mean field
 
 # data/<table>.parquet of every run, and of runs with a [train] section.
 RUN_TABLES = ("configs", "layers", "summary")
@@ -113,7 +113,19 @@ MEASURED_COLUMNS = (
     "nonfinite",
     "threshold",
 )
-THEORY_COLUMNS = ("chi1", "q_star", "xi_c", "predicted_log10_delta_ratio")
+THEORY_COLUMNS = (
+    "chi1",
+    "q_star",
+    "xi_c",
+    "predicted_log10_delta_ratio",
+    "fixed_point_log10_delta_ratio",
+    "finite_width_log10_delta_ratio",
+    "predicted_log10_delta_ratio_sd",
+)
+# With `[run] jacobian = true`: the input-output Jacobian's squared singular values, measured
+# (gradbench.engine.jacobian) and predicted by free probability (gradbench.theory.spectrum).
+JACOBIAN_COLUMNS = ("log10_jacobian_sv2_mean", "jacobian_sv2_spread")
+SPECTRUM_COLUMNS = ("predicted_log10_jacobian_sv2_mean", "predicted_jacobian_sv2_spread")
 # Training outcomes, one per config of a [train] section (gradbench.training).
 OUTCOME_COLUMNS = (
     "loss_initial",
@@ -155,6 +167,7 @@ TRAINING_LAYER_COLUMNS = ("config_id", "step", "layer", "log10_grad_w", "log10_g
 # table's `loss` is left out: in configs and summary, `loss` is the sweep's loss function.
 RESULT_COLUMNS = frozenset(
     {*LAYER_STATS, "q", "flag", *MEASURED_COLUMNS, *THEORY_COLUMNS, *OUTCOME_COLUMNS}
+    | {*JACOBIAN_COLUMNS, *SPECTRUM_COLUMNS}
     | {c for c in (*TRAINING_COLUMNS, *TRAINING_LAYER_COLUMNS) if c not in ("config_id", "loss")}
 )
 

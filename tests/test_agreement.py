@@ -54,3 +54,20 @@ def test_reasons_for_unbounded_and_saturated_cells():
     assert table.loc[("tanh", 90.0, 64), "reasons"] == "saturated"
     assert table.loc[("gelu", 90.0, 64), "reasons"] == ""  # unbounded activations do not saturate
     assert table.loc[("sigmoid", 90.0, 8), "reasons"] == "short, saturated, narrow"
+
+
+def test_transient_is_where_the_finite_depth_and_fixed_point_predictions_part():
+    """The tolerance's worth of r over L - 1 = 39 layers is 39/2 log10(1.05) = 0.413."""
+    base = {"activation": "gelu", "init": "he", "width": 512, "sigma_w2": 2.0, "depth": 40}
+    rows = [
+        {**base, "sigma_b2": 0.0, "factor": 0.7, "chi1": 0.5, "q_star": 0.0,
+         "predicted_log10_delta_ratio": -4.06, "fixed_point_log10_delta_ratio": -5.87},
+        {**base, "sigma_b2": 0.1, "factor": 0.9, "chi1": 0.9, "q_star": 1.0,
+         "predicted_log10_delta_ratio": -1.0, "fixed_point_log10_delta_ratio": -1.4},
+        {**base, "sigma_b2": 0.2, "factor": 0.9, "chi1": 0.8, "q_star": 1.0,
+         "predicted_log10_delta_ratio": -1.0, "fixed_point_log10_delta_ratio": -1.42},
+    ]  # fmt: skip
+    table = agreement.cells(summary(rows)).set_index("sigma_b2")
+    assert table.loc[0.0, "reasons"] == "transient, collapsing"
+    assert table.loc[0.1, "reasons"] == ""  # 0.40 apart: within the tolerance's worth
+    assert table.loc[0.2, "reasons"] == "transient"  # 0.42 apart

@@ -340,7 +340,7 @@ def test_a_facet_without_any_finite_growth_gets_its_regimes_only(summary):
 
 
 # The modules of gradbench.report that only compute text; the rest draw with gradbench.plots.
-TEXT_MODULES = ("findings", "replicates", "training", "render")
+TEXT_MODULES = ("findings", "replicates", "spectrum", "training", "render")
 DRAWING_MODULES = ("page", "training_sections")
 
 
@@ -410,3 +410,32 @@ def test_replicate_findings_count_split_cells_and_spreads():
     assert "2 vanishing, 2 stable" in split.text and "σ_w² = 1" in split.text
     one = pd.DataFrame(rows).query("replicate == 0")
     assert replicate_findings(one) == []
+
+
+def test_spectrum_findings_state_the_spread_on_the_edge_of_chaos(tmp_path):
+    """Synthetic spectra: orthogonal tanh narrow at q* = 0, Gaussian wide; an off-edge config
+    (chi_1 = 2) is left out; the figure draws one measured and one predicted line per curve."""
+    from gradbench import plots
+    from gradbench.report.spectrum import on_edge, spectrum_findings
+
+    rows = []
+    for init, spread in (("orthogonal", 0.05), ("gaussian", 20.0)):
+        for depth in (4, 16):
+            for chi1, q in ((1.0, 0.0), (2.0, 1.5)):
+                rows.append(
+                    {"activation": "tanh", "init": init, "depth": depth, "chi1": chi1, "q_star": q,
+                     "jacobian_sv2_spread": spread * depth / 16,
+                     "predicted_jacobian_sv2_spread": 1.1 * spread * depth / 16}
+                )  # fmt: skip
+    summary = pd.DataFrame(rows)
+    found = spectrum_findings(summary)
+    assert [f.facet.get("init") for f in found] == ["gaussian", "orthogonal", None]
+    gaussian, orthogonal, verdict = found
+    assert gaussian.numbers == {"depth": 16, "spread_q0": 20.0, "predicted_q0": 22.0}
+    assert orthogonal.numbers["spread_q0"] == pytest.approx(0.05)
+    assert verdict.numbers == {"narrow": 1, "cells": 2} and "tanh/orthogonal" in verdict.text
+    assert spectrum_findings(summary.drop(columns="jacobian_sv2_spread")) == []
+    figure = plots.spectrum_growth(on_edge(summary))
+    assert (
+        len(figure.axes[0].get_lines()) == 2 * 2 + 1
+    )  # 2 curves x (measured, predicted) + spread 1

@@ -38,6 +38,10 @@ def documented(heading: str) -> set[str]:
             schema.TRAINING_LAYER_COLUMNS,
         ),
         ("### summary.parquet, outcome columns", schema.OUTCOME_COLUMNS),
+        (
+            "### summary.parquet, Jacobian columns",
+            (*schema.JACOBIAN_COLUMNS, *schema.SPECTRUM_COLUMNS),
+        ),
     ],
 )
 def test_docs_list_exactly_the_schema_columns(heading, columns):
@@ -48,7 +52,16 @@ def test_compare_knows_how_to_compare_every_result_column():
     """A result column without a comparison kind would silently never be compared (verify, compare)."""
     tables = {
         "layers": [c for c in schema.LAYER_COLUMNS if c not in compare.KEYS["layers"]],
-        "summary": [c for c in (*schema.MEASURED_COLUMNS, *schema.THEORY_COLUMNS) if c != "regime"],
+        "summary": [
+            c
+            for c in (
+                *schema.MEASURED_COLUMNS,
+                *schema.THEORY_COLUMNS,
+                *schema.JACOBIAN_COLUMNS,
+                *schema.SPECTRUM_COLUMNS,
+            )
+            if c != "regime"
+        ],
         "outcomes": schema.OUTCOME_COLUMNS,
         "training": [c for c in schema.TRAINING_COLUMNS if c not in compare.KEYS["training"]],
         "training_layers": [
@@ -65,6 +78,7 @@ def test_results_are_never_config_axes():
     result_columns = {
         *schema.LAYER_STATS, *schema.MEASURED_COLUMNS, *schema.THEORY_COLUMNS,
         *schema.OUTCOME_COLUMNS, *schema.TRAINING_COLUMNS[3:], *schema.TRAINING_LAYER_COLUMNS[3:],
+        *schema.JACOBIAN_COLUMNS, *schema.SPECTRUM_COLUMNS,
     }  # fmt: skip
     assert all(schema.is_result(c) for c in result_columns)
     ids = set(schema.ID_COLUMNS)

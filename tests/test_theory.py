@@ -281,11 +281,6 @@ def test_relu_critical_point_and_its_missing_fixed_point():
     assert no_bias.sigma_w2 == pytest.approx(2.0, abs=1e-12) and "marginal" in no_bias.note
 
 
-def test_no_critical_point():
-    assert theory.critical_sigma_w2("sigmoid", 0.05) == []  # chi_1 <= sigma_w^2 / 16 < 1
-    assert theory.critical_sigma_w2("relu", 0.0, sigma_w2_max=1.5) == []
-
-
 # --- vectorisation -------------------------------------------------------------------------------
 
 
@@ -339,16 +334,21 @@ def test_predict_vectorises_over_activations_and_depth():
     sw2 = np.array([2.5, 3.0, 1.0, 1.2])
     depth = np.array([[10], [50]])
     out = theory.predict(names, sw2, 0.05, depth)
-    assert set(out) >= {"chi1", "q_star", "xi_c", "xi_grad", "predicted_log10_delta_ratio"}
+    ratios = {"predicted_log10_delta_ratio", "fixed_point_log10_delta_ratio"}
+    assert set(out) >= {"chi1", "q_star", "xi_c", "xi_grad", *ratios}
     assert out["chi1"].shape == (2, 4)
     for k, name in enumerate(names):
         one = theory.predict(name, sw2[k], 0.05, 10)
         assert out["chi1"][0, k] == pytest.approx(one["chi1"], rel=1e-12)
         assert out["xi_c"][1, k] == pytest.approx(one["xi_c"], rel=1e-9)
+        for d, r in zip(depth[:, 0], out["predicted_log10_delta_ratio"][:, k], strict=True):
+            assert r == pytest.approx(float(theory.finite_depth(name, sw2[k], 0.05, d)), rel=1e-12)
     np.testing.assert_allclose(
-        out["predicted_log10_delta_ratio"], (depth - 1) * np.log10(out["chi1"]) / 2
+        out["fixed_point_log10_delta_ratio"], (depth - 1) * np.log10(out["chi1"]) / 2
     )
-    assert out["predicted_log10_delta_ratio"][1, 1] == pytest.approx(49 * math.log10(1.5) / 2)
+    relu = 49 * math.log10(1.5) / 2  # homogeneous: chi(q) = sigma_w^2 / 2 at every layer
+    assert out["fixed_point_log10_delta_ratio"][1, 1] == pytest.approx(relu)
+    assert out["predicted_log10_delta_ratio"][1, 1] == pytest.approx(relu)
 
 
 # --- describe and input errors -------------------------------------------------------------------
@@ -363,8 +363,8 @@ def test_describe_is_plain_data_and_formats():
     text = theory.format_description(d)
     assert "1.76095" in text and "xi_c" in text and "chaotic" in text
     bare = theory.describe("sigmoid")
-    assert bare["sigma_w2"] is None and bare["chi1"] is None and bare["critical"] == []
-    assert "none" in theory.format_description(bare)
+    assert bare["sigma_w2"] is None and bare["chi1"] is None
+    assert [p["sigma_w2"] > 100 for p in bare["critical"]] == [True]  # beyond the old 100 cap
 
 
 def test_bad_inputs_are_spec_errors():
@@ -374,3 +374,19 @@ def test_bad_inputs_are_spec_errors():
         theory.chi1("tanh", 1.0, float("nan"))
     with pytest.raises(SpecError, match="activation"):
         theory.q_star("no_such_activation", 1.0, 0.0)
+
+
+def test_q_star_is_the_fixed_point_the_orbit_reaches_not_one_beyond_it():
+    """silu at (1.9995, 0.5): V(q) < q only on a short stretch above q* = 5.06, and V(q) > q again
+    before 4 q_1; q* is where the orbit q_{l+1} = V(q_l) settles (iterated here in plain NumPy)."""
+    z, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / w.sum()
+
+    def length_map(q):
+        u = np.sqrt(q) * z
+        return 1.9995 * np.sum(w * (u / (1 + np.exp(-u))) ** 2) + 0.5
+
+    q = 1.9995 + 0.5
+    for _ in range(5000):
+        q = length_map(q)
+    assert theory.q_star("silu", 1.9995, 0.5) == pytest.approx(q, rel=1e-6)

@@ -16,11 +16,16 @@ from gradbench.schema import THEORY_COLUMNS
 from gradbench.theory import correlation_map, kernel
 
 ACTIVATIONS = sorted(registry.ACTIVATIONS)
+FINITE_WIDTH_COLUMNS = ("finite_width_log10_delta_ratio", "predicted_log10_delta_ratio_sd")
+MEAN_FIELD_COLUMNS = tuple(c for c in THEORY_COLUMNS if c not in FINITE_WIDTH_COLUMNS)
 
 
-def summary_of(pairs: list[tuple[str, float, float, int]]) -> pd.DataFrame:
-    """The config columns `theory.with_theory` reads, one row per (activation, sigma_w2, sigma_b2, depth)."""
-    return pd.DataFrame(pairs, columns=["activation", "sigma_w2", "sigma_b2", "depth"])
+def summary_of(pairs: list[tuple], **others) -> pd.DataFrame:
+    """The config columns `theory.with_theory` reads, one row per (activation, sigma_w2, sigma_b2,
+    depth) and, unless given, a wide Gaussian network at batch 8 with the probe loss."""
+    frame = pd.DataFrame(pairs, columns=["activation", "sigma_w2", "sigma_b2", "depth"])
+    defaults = {"init_family": "gaussian", "width": 256, "batch": 8, "loss": "probe"}
+    return frame.assign(**(defaults | others))
 
 
 def random_pairs(seed: int, per_activation: int) -> list[tuple[str, float, float, int]]:
@@ -55,7 +60,11 @@ def test_theory_columns_equal_per_pair_theory_on_every_activation():
             )
             assert row.xi_c == pytest.approx(float(one.xi_c), rel=1e-12)
             ratio = (row.depth - 1) * np.log10(float(one.chi1)) / 2
-            assert row.predicted_log10_delta_ratio == pytest.approx(ratio, rel=1e-12, abs=1e-12)
+            assert row.fixed_point_log10_delta_ratio == pytest.approx(ratio, rel=1e-12, abs=1e-12)
+            finite_depth = theory.finite_depth(name, row.sigma_w2, row.sigma_b2, row.depth)
+            assert row.predicted_log10_delta_ratio == pytest.approx(
+                float(finite_depth), rel=1e-12, abs=1e-12
+            )
             checked.add(str(one.phase))
         assert len(rows) == 60
     assert checked >= {"ordered", "chaotic"}
@@ -82,13 +91,46 @@ def test_with_theory_is_per_pair_theory_and_nan_for_user_activations():
             assert all(np.isnan(getattr(row, c)) for c in THEORY_COLUMNS)
             continue
         one = theory.predict(row.activation, row.sigma_w2, row.sigma_b2, row.depth)
-        for c in THEORY_COLUMNS:
+        for c in MEAN_FIELD_COLUMNS:
             assert getattr(row, c) == pytest.approx(float(one[c]), rel=1e-12, abs=1e-300)
+    assert columns[list(FINITE_WIDTH_COLUMNS)].isna().all(axis=None)  # batch 8: no exact law
     assert columns["q_star"].iloc[2] == np.inf and columns["q_star"].iloc[5] == 0.0
     assert columns.iloc[4][list(THEORY_COLUMNS)].equals(columns.iloc[0][list(THEORY_COLUMNS)])
     only_user = theory.with_theory(summary_of([("jax.numpy:tanh", 2.5, 0.05, 10)]))
     assert list(only_user.columns[-len(THEORY_COLUMNS) :]) == list(THEORY_COLUMNS)
     assert only_user[list(THEORY_COLUMNS)].isna().all(axis=None)
+
+
+def test_finite_width_columns_are_the_law_where_it_applies_and_nan_elsewhere():
+    """Per config against `relu_finite_width`: ReLU, a Gaussian family (a preset such as he is
+    one), sigma_b^2 = 0, batch 1 and the probe loss; every other config gets NaN."""
+    law = {"activation": "relu", "init_family": "gaussian", "sigma_b2": 0.0, "batch": 1}
+    rows = [
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32},
+        {**law, "sigma_w2": 1.5, "depth": 12, "width": 512},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 64},
+        {**law, "sigma_w2": 2.0, "depth": 1, "width": 64},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "batch": 4},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "sigma_b2": 0.1},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "init_family": "orthogonal"},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "loss": "mse"},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "activation": "leaky_relu"},
+        {**law, "sigma_w2": 2.0, "depth": 40, "width": 32, "activation": "gelu"},
+    ]
+    summary = pd.DataFrame([{"loss": "probe"} | row for row in rows])
+    columns = theory.with_theory(summary)
+    applies = columns.index < 4
+    for row in columns[applies].itertuples():
+        one = theory.relu_finite_width(row.sigma_w2, row.width, row.depth)
+        assert row.finite_width_log10_delta_ratio == pytest.approx(float(one.mean), rel=1e-12)
+        assert row.predicted_log10_delta_ratio_sd == pytest.approx(float(one.sd), rel=1e-12)
+    assert columns.loc[~applies, list(FINITE_WIDTH_COLUMNS)].isna().all(axis=None)
+    assert columns.loc[3, "predicted_log10_delta_ratio_sd"] == 0.0  # one layer: r = 0
+    # Mean field: relu at sigma_w^2 = 2 has chi_1 = 1 whatever the width, batch, family or loss.
+    relu_at_two = columns.loc[4:7, "predicted_log10_delta_ratio"].to_numpy()  # chi_1 = 1
+    np.testing.assert_allclose(relu_at_two, 0.0, atol=1e-12)
+    with pytest.raises(KeyError, match="batch"):
+        theory.with_theory(summary.drop(columns="batch"))
 
 
 def test_run_writes_the_per_pair_theory_columns(tmp_path):
@@ -134,6 +176,7 @@ def listener(event, duration, **kwargs):
 
 jax.monitoring.register_event_duration_secs_listener(listener)
 summary = pd.DataFrame(json.loads(sys.argv[1]), columns=["activation", "sigma_w2", "sigma_b2", "depth"])
+summary = summary.assign(init_family="gaussian", width=64, batch=1, loss="probe")
 columns = with_theory(summary)
 print(json.dumps({"compiles": len(compiles), "finite_chi1": int(columns["chi1"].notna().sum())}))
 """

@@ -3,7 +3,9 @@
 The measured per-layer factor of squared backward signals, 10^(2 x delta_growth), is compared with
 chi_1 = sigma_w^2 E[phi'(z)^2] at the fixed point q*. Theory describes infinitely wide networks whose
 forward signal already sits at q*, so a cell can disagree for reasons the data itself shows; each
-disagreeing cell is given the reasons that apply to it.
+disagreeing cell is given the reasons that apply to it. One of them is computed by the theory itself:
+where the summary's finite-depth prediction of r (the orbit q_l from the input) and its fixed-point
+one differ by more than the tolerance's worth, q_l stays far from q* over much of the network.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from gradbench import registry
 
 TOLERANCE = 0.05  # relative, on the per-layer factor
 CELL = ["activation", "init", "width", "sigma_w2", "sigma_b2", "depth"]
+# The summary's predictions of r at finite depth and at the fixed point (`gradbench.theory`).
+_PREDICTIONS = ("predicted_log10_delta_ratio", "fixed_point_log10_delta_ratio")
 
 REASONS = {
     "short": "depth < 16: the fit includes the forward transient toward q*",
+    "transient": "q_l far from q*: the finite-depth mean field of the orbit q_l from the input "
+    f"predicts an r more than {TOLERANCE:.0%} a layer away from the fixed point's",
     "collapsing": "q* = 0: the forward signal decays toward 0 slowly (a power law, not at rate chi_1)",
     "unbounded": "no finite q*: the forward signal grows without bound",
     "narrow": "width < 128: finite-width corrections of order 1/width",
@@ -32,14 +38,16 @@ def cells(summary: pd.DataFrame) -> pd.DataFrame:
     """Replicate means of the measured factor and theory's chi_1, one row per cell (needs chi1)."""
     measured = 10 ** (2 * summary["delta_growth"])
     frame = summary.assign(measured=measured, missing=measured.isna())
-    if "q_star" not in frame:
-        frame["q_star"] = np.nan
+    for column in ("q_star", *_PREDICTIONS):
+        if column not in frame:
+            frame[column] = np.nan
     keys = [c for c in CELL if c in frame]
     grouped = frame.groupby(keys, sort=True, dropna=False)
     out = grouped.agg(
         measured=("measured", "mean"),
         chi1=("chi1", "first"),
         q_star=("q_star", "first"),
+        **{c: (c, "first") for c in _PREDICTIONS},
         replicates=("measured", "size"),
         unmeasured=("missing", "any"),
     ).reset_index()
@@ -56,8 +64,12 @@ def _reasons(table: pd.DataFrame) -> pd.Series:
         return table[name] if name in table else pd.Series(default, index=table.index)
 
     activation, q_star = column("activation", ""), table["q_star"].astype(float)
+    finite_depth, fixed_point = (table[c].astype(float) for c in _PREDICTIONS)
+    # The tolerance's worth of r: a per-layer factor off by TOLERANCE, over the L - 1 layers of r.
+    worth = (column("depth", 99) - 1) / 2 * np.log10(1 + TOLERANCE)
     applies = {
         "short": column("depth", 99) < 16,
+        "transient": (finite_depth - fixed_point).abs() > worth,
         "collapsing": q_star == 0,
         "unbounded": np.isinf(q_star) & ~activation.isin(_names_where("homogeneous")),
         "saturated": activation.isin(_names_where("bounded")) & (q_star > 50),

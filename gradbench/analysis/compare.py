@@ -12,10 +12,10 @@ How each measured column is compared (`KINDS`), with t = `Tolerance.log10` and t
 
 | kind | columns | mismatch when |
 |---|---|---|
-| log10 | per-layer statistics; the summary's first and last values | abs(a - b) > t |
-| log10_derived | ratios r and growth rates | abs(a - b) > 2 t (a difference of two values, or a least-squares slope of values, each within t, is within 2 t) |
+| log10 | per-layer statistics; the summary's first and last values, `log10_jacobian_sv2_mean` | abs(a - b) > t |
+| log10_derived | ratios r and growth rates; `jacobian_sv2_spread` (absolute: it is 0 for isometric nets) | abs(a - b) > 2 t (a difference of two values, or a least-squares slope of values, each within t, is within 2 t) |
 | relative | per-layer `q` | abs(a - b) > (10^t - 1) max(abs(a), abs(b)) |
-| theory | `chi1`, `q_star`, `xi_c`, `predicted_log10_delta_ratio` | abs(a - b) > `Tolerance.theory` max(abs(a), abs(b), 1): relative, absolute below 1 |
+| theory | `chi1`, `q_star`, `xi_c`, the predicted ratios r and their sd, the predicted Jacobian moments | abs(a - b) > `Tolerance.theory` max(abs(a), abs(b), 1): relative, absolute below 1 |
 | training_log10 | training gradient, clipped and update norms | abs(a - b) > t_train |
 | training_relative | losses and loss ratios | abs(a - b) > (10^t_train - 1) max(abs(a), abs(b)) |
 | fraction | `clipped_fraction` | abs(a - b) > t_train |
@@ -85,7 +85,25 @@ KINDS = {
         ),
         **dict.fromkeys(["delta_growth", "grad_w_growth"], "log10_derived"),
         **dict.fromkeys(["nonfinite", "underflow", "threshold"], "exact"),
-        **dict.fromkeys(["chi1", "q_star", "xi_c", "predicted_log10_delta_ratio"], "theory"),
+        **dict.fromkeys(
+            [
+                "chi1",
+                "q_star",
+                "xi_c",
+                "predicted_log10_delta_ratio",
+                "fixed_point_log10_delta_ratio",
+                "finite_width_log10_delta_ratio",
+                "predicted_log10_delta_ratio_sd",
+            ],
+            "theory",
+        ),
+        # `[run] jacobian = true`. The spread m2 / m1^2 - 1 is compared absolutely: it is 0 (to
+        # rounding) for isometric nets, where a relative difference would compare rounding noise.
+        "log10_jacobian_sv2_mean": "log10",
+        "jacobian_sv2_spread": "log10_derived",
+        **dict.fromkeys(
+            ["predicted_log10_jacobian_sv2_mean", "predicted_jacobian_sv2_spread"], "theory"
+        ),
     },
     "outcomes": {c: _training_kind(c) for c in OUTCOME_COLUMNS},
     "training": {c: _training_kind(c) for c in TRAINING_COLUMNS if c not in ("config_id", "step")},

@@ -1,5 +1,7 @@
-"""Execution: chunks -> compiled kernel calls -> per-layer tables, each stored as a part when asked.
+"""Execution: chunk tasks -> compiled kernel calls -> tables, each stored as a part when asked.
 
+A gradient task's table is its chunk's layer rows, a Jacobian task's one row per config
+(`gradbench.engine.jacobian`); both kernels take the chunk's inputs and donated workspace alike.
 Kernels are compiled lazily, once per (kernel, chunk shape), and their compile and run seconds are the
 facts the manifest records per group. A chunk that runs out of device memory is split and retried.
 """
@@ -7,6 +9,7 @@ facts the manifest records per group. A chunk that runs out of device memory is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 import jax
@@ -15,7 +18,14 @@ import pandas as pd
 
 from gradbench.batch import sizing
 from gradbench.batch.parts import PartStore
-from gradbench.batch.plan import ChunkTask, plan_tasks, split_plan
+from gradbench.batch.plan import (
+    GRADIENTS,
+    JACOBIAN,
+    ChunkTask,
+    measured_tables,
+    plan_tasks,
+    split_plan,
+)
 from gradbench.batch.progress import Progress
 from gradbench.engine import compilation_cache
 from gradbench.engine.chunks import (
@@ -26,8 +36,8 @@ from gradbench.engine.chunks import (
     config_mesh,
     layer_table,
 )
-from gradbench.engine.kernel import RawStats, make_kernel, make_weight_draw, new_workspace, predrawn
-from gradbench.sweep.keys import KernelKey
+from gradbench.engine.jacobian import jacobian_table, make_jacobian_kernel
+from gradbench.engine.kernel import make_kernel, make_weight_draw, new_workspace, predrawn
 from gradbench.sweep.spec import SweepSpec
 
 
@@ -42,13 +52,15 @@ def execute(
     """Runs the tasks (skipping those whose part is stored), compiling each group once, lazily."""
     stored = [store.load(t.key, t.n_rows) if store else None for t in tasks]
     reused = sum(table is not None for table in stored)
-    bar = Progress(sum(int(t.plan.real.sum()) for t in tasks), enabled=progress)
+    # Configs are counted once, by their gradient chunks; a Jacobian chunk measures the same ones again.
+    counted = [int(t.plan.real.sum()) if t.measurement == GRADIENTS else 0 for t in tasks]
+    bar = Progress(sum(counted), enabled=progress)
     if reused:
         bar.note(f"resuming: {reused} of {len(tasks)} chunks already done in {store.directory}")
     kernels = Kernels(spec, allow_imports)
     tables = []
     with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
-        for task, table in zip(tasks, stored, strict=True):
+        for task, table, configs in zip(tasks, stored, counted, strict=True):
             fact = kernels.fact(task)
             fact["chunks"] += 1
             resumed = table is not None
@@ -56,13 +68,13 @@ def execute(
                 fact["chunks_resumed"] += 1
             else:
                 t0, compiling = time.perf_counter(), fact["compile_seconds"]
-                table = kernels.chunk_table(task.kernel_key, task.members, task.plan)
+                table = kernels.chunk_table(task, task.plan)
                 spent = time.perf_counter() - t0 - (fact["compile_seconds"] - compiling)
                 fact["run_seconds"] = round(fact["run_seconds"] + spent, 3)
                 if store:
                     store.save(task.key, table)
             tables.append(table)
-            bar.update(int(task.plan.real.sum()), task.kernel_key.label, computed=not resumed)
+            bar.update(configs, task.label, computed=not resumed)
     return tables, list(kernels.facts.values())
 
 
@@ -83,9 +95,9 @@ class Kernels:
 
     def fact(self, task: ChunkTask) -> dict:
         return self.facts.setdefault(
-            task.kernel_key.label,
+            task.label,
             {
-                "group": task.kernel_key.label,
+                "group": task.label,
                 "workspace_depth": task.kernel_key.depth,
                 "chunk_shape": list(task.plan.rows.shape),
                 "chunks": 0,
@@ -98,20 +110,20 @@ class Kernels:
             },
         )
 
-    def chunk_table(
-        self, kernel_key: KernelKey, members: pd.DataFrame, plan: ChunkPlan
-    ) -> pd.DataFrame:
-        """The chunk's layer table; a chunk that runs out of device memory is split in two and retried.
+    def chunk_table(self, task: ChunkTask, plan: ChunkPlan) -> pd.DataFrame:
+        """The table of `task` over the cells of `plan` (its own, or a part of it): a chunk that runs
+        out of device memory is split in two and retried.
 
         Raises:
             SpecError: a chunk of one config per device still runs out of memory.
         """
+        kernel_key, members = task.kernel_key, task.members
         try:
             weights = None
             if predrawn(kernel_key):
-                weights = self.weights(kernel_key, chunk_replicates(members, plan))
+                weights = self.weights(task, chunk_replicates(members, plan))
             inputs = chunk_inputs(kernel_key, members, plan, self.mesh, weights)
-            raw = jax.device_get(self.call(kernel_key, inputs))
+            raw = jax.device_get(self.call(task, inputs))
         except Exception as exc:  # XLA reports exhausted memory as a runtime error
             self.workspace = self.stack = None
             if "RESOURCE_EXHAUSTED" not in str(exc):
@@ -119,14 +131,15 @@ class Kernels:
             halves = split_plan(plan, self.mesh.size)
             if halves is None:
                 raise sizing.too_large_alone(self.spec, kernel_key, exc) from exc
-            self.facts[kernel_key.label]["out_of_memory_splits"] += 1
-            return pd.concat(
-                [self.chunk_table(kernel_key, members, h) for h in halves], ignore_index=True
-            )
+            self.facts[task.label]["out_of_memory_splits"] += 1
+            return pd.concat([self.chunk_table(task, h) for h in halves], ignore_index=True)
+        if task.measurement == JACOBIAN:
+            return jacobian_table(members, plan, raw, kernel_key.width)
         return layer_table(members, plan, raw, self.spec.measure)
 
-    def weights(self, kernel_key: KernelKey, replicates: np.ndarray):
+    def weights(self, task: ChunkTask, replicates: np.ndarray):
         """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
+        kernel_key = task.kernel_key
         (family,) = kernel_key.init_families
         shape = (kernel_key.width, kernel_key.depth, family)
         key = (*shape, tuple(replicates))
@@ -134,39 +147,48 @@ class Kernels:
             self.stack = None  # free the previous chunk's before drawing
             draw = self.compile(
                 ("draw", *shape, len(replicates)),
-                kernel_key,
+                task.label,
                 lambda: make_weight_draw(*shape).lower(self.seed, replicates),
             )
             self.stack = (key, chunk_weights(draw, self.seed, replicates, self.mesh))
         return self.stack[1]
 
-    def call(self, kernel_key: KernelKey, inputs) -> RawStats:
-        """One kernel call. The workspace of the latest chunk shape is kept: each call donates it."""
+    def call(self, task: ChunkTask, inputs):
+        """One kernel call (gradient or Jacobian: raw statistics). The workspace of the latest chunk
+        shape is kept: each call donates it, and both kernels of a chunk shape take the same one."""
+        kernel_key = task.kernel_key
         key = (kernel_key, inputs.sigma_w.shape)
         if self.workspace is None or self.workspace[0] != key:
             self.workspace = None  # free the previous shape's before allocating
             self.workspace = (key, new_workspace(kernel_key, inputs, self.mesh))
-        kernel = self.kernel(kernel_key, inputs, self.workspace[1])
+        kernel = self.kernel(task, inputs, self.workspace[1])
         raw, workspace = kernel(self.seed, inputs, self.workspace[1])
         self.workspace = (key, workspace)
         return raw
 
-    def kernel(self, kernel_key: KernelKey, inputs, workspace):
+    def kernel(self, task: ChunkTask, inputs, workspace):
+        kernel_key = task.kernel_key
+        if task.measurement == JACOBIAN:
+            probes = self.spec.jacobian_probes
+            make = functools.partial(make_jacobian_kernel, kernel_key, probes, self.allow_imports)
+        else:
+            make = functools.partial(make_kernel, kernel_key, self.allow_imports)
         return self.compile(
-            (kernel_key, inputs.sigma_w.shape),
-            kernel_key,
-            lambda: make_kernel(kernel_key, self.allow_imports).lower(self.seed, inputs, workspace),
+            (task.measurement, kernel_key, inputs.sigma_w.shape),
+            task.label,
+            lambda: make().lower(self.seed, inputs, workspace),
         )
 
-    def compile(self, key, kernel_key: KernelKey, lower):
-        """The executable of `lower()`, compiled once per `key`, counted in `kernel_key`'s group."""
-        return self.executables.get(key, lower, self.facts[kernel_key.label])
+    def compile(self, key, label: str, lower):
+        """The executable of `lower()`, compiled once per `key`, counted in the group `label`."""
+        return self.executables.get(key, lower, self.facts[label])
 
 
-def compute_layers(
+def compute_tables(
     spec: SweepSpec, configs: pd.DataFrame, *, allow_imports: bool = False, progress: bool = False
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Per-layer table of any subset of a sweep's configs, and facts about each compile group.
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[dict]]:
+    """The per-layer table of any subset of a sweep's configs, their Jacobian table (None unless the
+    sweep measures it) and facts about each compile group.
 
     Common random numbers make a config's numbers independent of which other configs run beside it, so
     a sample re-run (gradbench verify) measures the same thing as the full sweep.
@@ -175,4 +197,4 @@ def compute_layers(
     compilation_cache.enable()
     tasks = plan_tasks(spec, configs, len(jax.local_devices()))
     tables, facts = execute(tasks, spec, allow_imports=allow_imports, progress=progress)
-    return pd.concat(tables, ignore_index=True), facts
+    return (*measured_tables(tasks, tables), facts)

@@ -3,6 +3,10 @@
 A kernel (`gradbench.sweep.keys.KernelKey`) gets one chunk shape (replicates, configs), sized to the
 device's memory; its lanes are cut into chunks of that shape. A chunk's part name hashes its config ids,
 so the same chunk has the same name in every process, job and resumed run.
+
+A task measures its chunk's gradients (`GRADIENTS`: layer rows) or, in sweeps with `[run] jacobian =
+true`, its input-output Jacobian (`JACOBIAN`: one row per config, `gradbench.engine.jacobian`): two
+tasks and two parts per chunk, so resume, shards and merge treat the second like the first.
 """
 
 from __future__ import annotations
@@ -24,26 +28,43 @@ from gradbench.sweep import grid
 from gradbench.sweep.keys import KernelKey
 from gradbench.sweep.spec import SweepSpec
 
+GRADIENTS, JACOBIAN = "gradients", "jacobian"  # what a task measures
+
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk of one compile group (of one of its lanes), with the name of its part."""
+    """One chunk of one compile group (of one of its lanes), what it measures and the name of its part."""
 
     kernel_key: KernelKey
     members: pd.DataFrame
     plan: ChunkPlan
     key: str
+    measurement: str = GRADIENTS
 
     @property
     def n_rows(self) -> int:
-        """Rows the chunk contributes to the layer table (its real configs' depths)."""
+        """Rows of its part: the real configs' depths (layer rows), or one per real config (Jacobian)."""
+        if self.measurement == JACOBIAN:
+            return int(self.plan.real.sum())
         depths = self.members["depth"].to_numpy()[self.plan.rows]
         return int(depths[self.plan.real].sum())
+
+    @property
+    def label(self) -> str:
+        """The compiled kernel it runs (`group_label`)."""
+        return group_label(self.kernel_key, self.measurement)
+
+
+def group_label(kernel_key: KernelKey, measurement: str) -> str:
+    """The compiled kernel that makes `measurement` for `kernel_key`, as the manifest's `groups`
+    name it (and its parts begin): the gradient kernel keeps the config table's `group`."""
+    return kernel_key.label if measurement == GRADIENTS else f"{kernel_key.label}-{measurement}"
 
 
 def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[ChunkTask]:
     """Every chunk of the sweep's `configs`, kernel by kernel: one chunk shape per kernel, each chunk
-    of one lane (activation, init family, depth bucket), its C axis a multiple of `devices`."""
+    of one lane (activation, init family, depth bucket), its C axis a multiple of `devices`. With
+    `spec.jacobian`, each kernel's gradient tasks are followed by a Jacobian task per chunk."""
     tasks = []
     platform = jax.local_devices()[0].platform
     for kernel_key, lanes in grid.kernel_groups(configs, spec):
@@ -51,11 +72,30 @@ def plan_tasks(spec: SweepSpec, configs: pd.DataFrame, devices: int) -> list[Chu
         most = replicate_capacity(kernel_key, platform, devices)
         replicates = [lane["replicate"].to_numpy() for lane in lanes]
         shape = chunk_shape(replicates, capacity, multiple=devices, max_replicates=most)
-        for lane in lanes:
-            for plan in plan_chunks(lane["replicate"].to_numpy(), shape):
+        chunks = [
+            (lane, plan)
+            for lane in lanes
+            for plan in plan_chunks(lane["replicate"].to_numpy(), shape)
+        ]
+        for measurement in (GRADIENTS, JACOBIAN) if spec.jacobian else (GRADIENTS,):
+            label = group_label(kernel_key, measurement)
+            for lane, plan in chunks:
                 ids = lane["config_id"].to_numpy()[plan.rows][plan.real]
-                tasks.append(ChunkTask(kernel_key, lane, plan, chunk_key(kernel_key.label, ids)))
+                key = chunk_key(label, ids)
+                tasks.append(ChunkTask(kernel_key, lane, plan, key, measurement))
     return tasks
+
+
+def measured_tables(
+    tasks: list[ChunkTask], tables: list[pd.DataFrame]
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The layer table and the Jacobian table (None when no task measured it) of the tasks' parts."""
+    kinds = {GRADIENTS: [], JACOBIAN: []}
+    for task, table in zip(tasks, tables, strict=True):
+        kinds[task.measurement].append(table)
+    layers = pd.concat(kinds[GRADIENTS], ignore_index=True)
+    jacobian = pd.concat(kinds[JACOBIAN], ignore_index=True) if kinds[JACOBIAN] else None
+    return layers, jacobian
 
 
 def split_plan(plan: ChunkPlan, multiple: int) -> list[ChunkPlan] | None:

@@ -33,6 +33,7 @@ from gradbench.plots.curves import layer_profiles, ratio_curves  # noqa: E402
 from gradbench.plots.diagrams import phase_diagram, regime_map  # noqa: E402
 from gradbench.plots.facet_maps import facet_map, layer_map  # noqa: E402
 from gradbench.plots.layout import MAX_PANELS, panel_count, save, thin  # noqa: E402
+from gradbench.plots.spectrum import spectrum_growth  # noqa: E402
 from gradbench.plots.style import REGIME_COLOURS  # noqa: E402
 from gradbench.plots.theory import theory_agreement  # noqa: E402
 from gradbench.plots.training import (  # noqa: E402
@@ -50,6 +51,7 @@ __all__ = [
     "facet_map",
     "layer_map",
     "theory_agreement",
+    "spectrum_growth",
     "trainability_diagram",
     "clipping_map",
     "training_curves",

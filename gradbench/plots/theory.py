@@ -24,7 +24,8 @@ def overlay(ax, part, x, y, xs, ys, threshold: float | None) -> list[Line2D]:
     """Overlay mean-field predictions when the summary carries them; returns legend handles.
 
     chi_1 = 1, interpolated along x for every y value; and, when `threshold` is given, the contour
-    where the predicted r reaches -t and +t (the depth where |predicted r| = t on a depth diagram).
+    where the finite-depth prediction of r (`predicted_log10_delta_ratio`) reaches -t and +t (the
+    depth where |predicted r| = t on a depth diagram).
     """
     handles = []
     if "chi1" in part and x in SCALE_AXES:
@@ -49,7 +50,9 @@ def overlay(ax, part, x, y, xs, ys, threshold: float | None) -> list[Line2D]:
                 linewidths=THEORY["lw"],
             )
             cs.set_gid("theory")
-            handles.append(Line2D([], [], ls=":", label=f"theory |r| = {threshold:g}", **THEORY))
+            handles.append(
+                Line2D([], [], ls=":", label=f"theory (finite depth) |r| = {threshold:g}", **THEORY)
+            )
     return handles
 
 

@@ -21,6 +21,7 @@ from gradbench.notation import fmt
 from gradbench.report.findings import cell_table, finding_facets, findings, glance, scale_axis
 from gradbench.report.render import html_page, markdown
 from gradbench.report.replicates import replicate_findings
+from gradbench.report.spectrum import ON_EDGE, on_edge, spectrum_findings
 from gradbench.report.training import gradient_view, training_steps
 from gradbench.report.training_sections import training_blocks
 from gradbench.results import Run
@@ -276,6 +277,7 @@ def write_report(run: Run, out_dir: str | Path | None = None) -> Path:
             for b in (("h3", title), ("figure", f"figures/{stem}", title), ("p", caption))
         ],
         *_theory_blocks(run.summary, out / "figures"),
+        *_spectrum_blocks(run.summary, out / "figures"),
         *_cell_blocks(run.summary, axes),
         ("h2", "What was run"),
         ("table", ["", ""], [list(f) for f in _facts(full, threshold)]),
@@ -359,3 +361,27 @@ def _theory_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
             ("table", columns + ["measured", "chi_1", "ratio", "explanation"], rows),
         ]
     return blocks
+
+
+def _spectrum_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
+    """The Jacobian-spectrum section, for runs that measured it (`[run] jacobian = true`)."""
+    found = spectrum_findings(summary)
+    if not found:
+        return []
+    plots.save(plots.spectrum_growth(on_edge(summary)), figures, "spectrum_growth")
+    return [
+        ("h2", "Jacobian spectrum"),
+        (
+            "p",
+            "The squared singular values of the input-output Jacobian J = ∂h_L/∂x, measured with "
+            "random probes (mean m1 and spread m2/m1² − 1, averaged over the batch's inputs), against "
+            "free probability's prediction from the finite-depth orbit q_l; on the edge of chaos "
+            f"(|χ₁ − 1| < {fmt(ON_EDGE)}), where their mean neither vanishes nor explodes with depth.",
+        ),
+        ("ul", [f.text for f in found]),
+        (
+            "figure",
+            "figures/spectrum_growth",
+            "Spread of J's squared singular values against depth",
+        ),
+    ]

@@ -7,8 +7,9 @@ the key, the value and what is allowed; nothing downstream validates user input 
 A sweep file has top-level `name`, `seed` and `description`, and the sections `[model]` and `[axes]`
 (the network and the axes swept: `gradbench.sweep.axes`), `[train]` (optional training runs:
 `gradbench.sweep.train_section`), `[classify]` (`threshold`: the regime threshold in log10 units) and
-`[run]` (`dtype`, `measure`, `chunk_size`, `depth_bucket_ratio`). Unknown keys are errors, so that a
-typo cannot silently change a sweep. README.md ("Sweep files") shows a complete file.
+`[run]` (`dtype`, `measure`, `chunk_size`, `depth_bucket_ratio`, and the opt-in `jacobian` with its
+`jacobian_probes`: `gradbench.engine.jacobian`). Unknown keys are errors, so that a typo cannot
+silently change a sweep. README.md ("Sweep files") shows a complete file.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ SECTION_KEYS = {
     "": {"name", "seed", "description", "model", "axes", "classify", "run", "train"},
     "model": MODEL_KEYS,
     "classify": {"threshold"},
-    "run": {"dtype", "measure", "chunk_size", "depth_bucket_ratio"},
+    "run": {"dtype", "measure", "chunk_size", "depth_bucket_ratio", "jacobian", "jacobian_probes"},
     "train": TRAIN_KEYS,
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SEED_MAX = 2**32 - 1  # the root key keeps 32 bits of a seed: larger ones would repeat smaller ones
+DEFAULT_JACOBIAN_PROBES = 8
+# The Jacobian kernel holds a few (probes x batch, width) arrays per config: at 1024 probes, 1024
+# times a layer's (batch, width) activations.
+MAX_JACOBIAN_PROBES = 1024
 
 
 def resolve_path(spec: str | Path) -> Path | Traversable:
@@ -129,6 +134,7 @@ def _build(
     ratio = reader.number(run.get("depth_bucket_ratio", 1.5), "run.depth_bucket_ratio")
     if ratio < 1.0:
         raise reader.error("run.depth_bucket_ratio", ratio, "a number >= 1")
+    jacobian_probes = _jacobian_probes(reader, run)
     threshold = reader.number(classify.get("threshold", 2.0), "classify.threshold")
     if threshold <= 0:
         raise reader.error("classify.threshold", threshold, "a positive number (log10 units)")
@@ -145,5 +151,23 @@ def _build(
         measure=measure,
         chunk_size=chunk_size,
         depth_bucket_ratio=ratio,
+        jacobian_probes=jacobian_probes,
         train=read_train(reader, doc["train"]) if "train" in doc else None,
     )
+
+
+def _jacobian_probes(reader: ValueReader, run: dict) -> int | None:
+    """`[run] jacobian = true` measures the Jacobian with `jacobian_probes` probes per input (default
+    `DEFAULT_JACOBIAN_PROBES`); None when it is not measured. Probes without the Jacobian are refused:
+    they would suggest a measurement that never happens."""
+    measured = reader.boolean(run.get("jacobian", False), "run.jacobian")
+    if "jacobian_probes" not in run:
+        return DEFAULT_JACOBIAN_PROBES if measured else None
+    probes = reader.integer(
+        run["jacobian_probes"], "run.jacobian_probes", minimum=1, maximum=MAX_JACOBIAN_PROBES
+    )
+    if not measured:
+        raise reader.error(
+            "run.jacobian_probes", probes, "a probe count only with run.jacobian = true"
+        )
+    return probes

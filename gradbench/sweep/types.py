@@ -84,6 +84,8 @@ class SweepSpec:
 
     Attributes:
         sigma_w_given: "sigma_w" or "sigma_w2", whichever the file used (None when only presets are used).
+        jacobian_probes: random probes per input of the input-output Jacobian measurement
+            (`[run] jacobian = true`, `gradbench.engine.jacobian`); None: the Jacobian is not measured.
     """
 
     name: str
@@ -103,6 +105,7 @@ class SweepSpec:
     depth_bucket_ratio: float
     imports: tuple[str, ...] = field(default=())
     train: TrainSpec | None = None
+    jacobian_probes: int | None = None
 
     @property
     def sha256(self) -> str:
@@ -110,6 +113,11 @@ class SweepSpec:
 
     def axis(self, key: str) -> tuple:
         return self.axes[key].values
+
+    @property
+    def jacobian(self) -> bool:
+        """Whether the run measures the input-output Jacobian (`[run] jacobian = true`)."""
+        return self.jacobian_probes is not None
 
     @property
     def n_configs(self) -> int:

@@ -61,6 +61,12 @@ class ValueReader:
             raise self.error(where, value, "a finite number")
         return float(value)
 
+    def boolean(self, value: object, where: str) -> bool:
+        if not isinstance(value, bool):
+            shown = " (written without quotes)" if value in ("true", "false") else ""
+            raise self.error(where, value, "true or false" + shown)
+        return value
+
     def name(self, value: object, where: str) -> str:
         if not isinstance(value, str):
             raise self.error(where, value, "a name (a quoted string)")

@@ -10,9 +10,13 @@ pre-activations of a layer are Gaussian with variance q_l, and three maps descri
     gradient factor  chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2]: ||dJ/dz_l||^2 changes by chi_1 a layer
 
 q* is the fixed point that the orbit q_1 = sigma_w^2 + sigma_b^2, q_2 = V(q_1), ... reaches: 0 when
-the signal dies out, inf when it grows without bound. c* = 1 is always a fixed point of C; it is
-stable when chi_1 < 1 (ordered phase), otherwise C has a second, stable fixed point c* < 1 (chaotic
-phase); chi_1 = 1 is the edge of chaos. Depth scales say over how many layers a perturbation
+the signal dies out, inf when it grows without bound. Until it gets there layer l has its own factor
+chi_l = sigma_w^2 E[phi'(sqrt(q_l) z)^2], and r = log10(||delta_1|| / ||delta_L||) = (1/2) sum_{l<L}
+log10 chi_l, which is (L - 1) log10(chi_1) / 2 only once the orbit sits at q*. At finite width r
+varies from draw to draw; for ReLU without bias its law is known exactly (Hanin & Nica 2019).
+
+c* = 1 is always a fixed point of C; it is stable when chi_1 < 1 (ordered phase), otherwise C has a
+second, stable fixed point c* < 1 (chaotic phase); chi_1 = 1 is the edge of chaos. Depth scales say over how many layers a perturbation
 shrinks by a factor e:
 
     xi_q = -1 / ln V'(q*),    xi_grad = -1 / ln chi_1,
@@ -30,7 +34,10 @@ How it is computed, one module a step:
                      process (the theory's one cache)
     length_map       q*, V'(q*) and chi_1 of many (sigma_w^2, sigma_b^2) pairs at once
     correlation_map  c* and chi_c in the chaotic phase
-    quantities       the public entry points: `mean_field`, `q_star`, `chi1`, `predict`
+    orbit            the orbits q_1, q_2, ... of many configurations and the r they predict
+    quantities       the public entry points: `mean_field`, `q_star`, `chi1`, `finite_depth`,
+                     `finite_depth_layers`, `predict`
+    spread           `relu_finite_width`: the exact law of r at finite width (ReLU, no bias)
     edge_of_chaos    `critical_sigma_w2`, the sigma_w^2 where chi_1 = 1
     columns          `with_theory`, the theory columns of a run's tables
     text             `describe` and `format_description`, what `gradbench theory` prints
@@ -40,22 +47,41 @@ References:
         networks through transient chaos. NeurIPS. arXiv:1606.05340.
     Schoenholz, Gilmer, Ganguli, Sohl-Dickstein (2017). Deep information propagation. ICLR.
         arXiv:1611.01232.
+    Hanin, Nica (2019). Products of many large random matrices and gradients in deep neural
+        networks. Commun. Math. Phys. arXiv:1812.05994.
 """
 
 from gradbench.theory.columns import with_theory
 from gradbench.theory.edge_of_chaos import CriticalPoint, critical_sigma_w2
-from gradbench.theory.quantities import MeanField, chi1, mean_field, predict, q_star
-from gradbench.theory.text import describe, format_description
+from gradbench.theory.quantities import (
+    FiniteDepthLayers,
+    MeanField,
+    chi1,
+    finite_depth,
+    finite_depth_layers,
+    mean_field,
+    predict,
+    q_star,
+)
+from gradbench.theory.spread import FiniteWidth, relu_finite_width
+from gradbench.theory.text import describe, format_description, format_gains, gains
 
 __all__ = [
     "CriticalPoint",
+    "FiniteDepthLayers",
+    "FiniteWidth",
     "MeanField",
     "chi1",
     "critical_sigma_w2",
     "describe",
+    "finite_depth",
+    "finite_depth_layers",
     "format_description",
+    "format_gains",
+    "gains",
     "mean_field",
     "predict",
     "q_star",
+    "relu_finite_width",
     "with_theory",
 ]

@@ -14,11 +14,13 @@ import numpy as np
 from gradbench.theory.quadrature import D2, DM2, M2
 from gradbench.theory.tables import ActivationTables, Table
 
-# q* is searched in q_1 * 4^[-15, 15], about q_1 * 10^[-9, 9].
-_LADDER_RATIO, _LADDER_STEPS = 4.0, 15
+# q* is searched in q_1 * 2^[-30, 30], about q_1 * 10^[-9, 9], in steps of 2^(1/4): a coarser step can
+# pass over a short stretch where V(q) < q (silu at sigma_w^2 = 1.9995, sigma_b^2 = 0.5 has its fixed
+# point at q* = 5.06 and V(q) > q again before 4 q_1), and land on a fixed point the orbit never reaches.
+_LADDER_RATIO, _LADDER_STEPS = 2.0**0.25, 120
 # Where quantities at q* = 0 and q* = inf are evaluated (their limits, within 1e-8). Larger q puts
 # |u| beyond 1e10, where XLA's vectorised exp (in softplus' and others) loses accuracy.
-_Q_TINY, _Q_HUGE = 1e-100, 1e16
+Q_TINY, Q_HUGE = 1e-100, 1e16
 # Throughout the theory, |ln x| below this counts as x = 1 (criticality, marginal stability).
 UNIT_TOL = 1e-12
 
@@ -42,9 +44,9 @@ def _homogeneous_q_star(table: Table, sigma_w2, sigma_b2):
 def _generic_q_star(table: Table, sigma_w2, sigma_b2):
     """The fixed point of V that the orbit from q_1 = sigma_w^2 + sigma_b^2 converges to.
 
-    Walks q_1 * 4^k in the direction of V(q_1) - q_1 until the gap V(q) - q changes sign, then
+    Walks q_1 * 2^(k/4) in the direction of V(q_1) - q_1 until the gap V(q) - q changes sign, then
     refines the bracket by Newton steps that fall back to bisection. No sign change within
-    q_1 * 4^[-15, 15] (about 10^[-9, 9]) means q_l -> 0 or q_l -> inf. The bound keeps the gap,
+    q_1 * 2^[-30, 30] (about 10^[-9, 9]) means q_l -> 0 or q_l -> inf. The bound keeps the gap,
     which is O(1) when V is asymptotically the identity (softplus at sigma_w^2 = 2), above the
     quadrature error of V(q), about 1e-12 q.
     """
@@ -97,6 +99,6 @@ def length_and_gradient(tables: ActivationTables, homogeneous: bool, sigma_w2, s
         at = np.ones_like(q)  # V'(q) and chi_1 do not depend on q
     else:
         q = _generic_q_star(tables.length, sigma_w2, sigma_b2)
-        at = np.clip(q, _Q_TINY, _Q_HUGE)
+        at = np.clip(q, Q_TINY, Q_HUGE)
     m = tables.length(at)
     return q, sigma_w2 * m[:, DM2], sigma_w2 * m[:, D2]

@@ -1,4 +1,5 @@
-"""The mean-field quantities at given scales: `mean_field`, `q_star`, `chi1` and `predict`.
+"""The mean-field quantities at given scales: `mean_field`, `q_star`, `chi1`, `finite_depth` and
+`predict`.
 
 The public entry points of the theory. Each accepts an activation (a registry name, a
 `registry.Activation` or an elementwise jnp callable) and arrays of sigma_w^2 and sigma_b^2 that
@@ -17,6 +18,7 @@ from gradbench import registry
 from gradbench.errors import SpecError
 from gradbench.theory.correlation_map import chaotic_correlation
 from gradbench.theory.length_map import UNIT_TOL, length_and_gradient
+from gradbench.theory.orbit import log10_chi_sums, orbit
 from gradbench.theory.tables import tables_for
 
 
@@ -43,6 +45,15 @@ def _scales(sigma_w2, sigma_b2) -> tuple[np.ndarray, np.ndarray]:
             bad = a[~(np.isfinite(a) & (a >= 0))][0]
             raise SpecError(f"`theory` {name}", bad, "finite values >= 0")
     return arrays
+
+
+def _depths(depth) -> np.ndarray:
+    """A float64 array of depths, checked to be integers >= 1."""
+    d = np.asarray(depth, float)
+    bad = ~(np.isfinite(d) & (d >= 1) & (d == np.round(d)))
+    if bad.any():
+        raise SpecError("`theory` depth", d[bad][0], "integers >= 1")
+    return d
 
 
 def _depth_scale(slope: np.ndarray) -> np.ndarray:
@@ -174,6 +185,64 @@ def chi1(activation, sigma_w2, sigma_b2):
     return _out(evaluate(act, sigma_w2, sigma_b2, correlation=False)["chi1"])
 
 
+class FiniteDepthLayers(NamedTuple):
+    """One configuration's orbit, layer by layer (`finite_depth_layers`).
+
+    Attributes:
+        q: q_l, the variance of the pre-activations z_l, l = 1..L (q_1 = sigma_w^2 + sigma_b^2).
+        chi: chi_l = sigma_w^2 E[phi'(sqrt(q_l) z)^2], the factor of ||delta_l||^2 / ||delta_{l+1}||^2.
+        log10_delta_ratio: the predicted r = (1/2) sum_{l=1}^{L-1} log10 chi_l.
+    """
+
+    q: np.ndarray
+    chi: np.ndarray
+    log10_delta_ratio: float
+
+
+def _finite_depth_ratio(act: registry.Activation, sw2, sb2, depth, fixed: dict) -> np.ndarray:
+    """r at finite depth of arrays of one shape, given their fixed points (`evaluate`)."""
+    (tables,) = tables_for([act])
+    sums = log10_chi_sums(
+        tables,
+        act.homogeneous,
+        *(np.ravel(a) for a in (sw2, sb2, depth, fixed["q_star"], fixed["chi1"])),
+    )
+    return (sums / 2.0).reshape(np.shape(sw2))
+
+
+def finite_depth(activation, sigma_w2, sigma_b2, depth):
+    """The mean-field r = log10(||delta_1|| / ||delta_L||) of a depth-L network, layer by layer.
+
+    Follows q_l from the input, q_1 = sigma_w^2 + sigma_b^2, through the length map and sums
+    log10 chi_l over layers 1..L-1 (`gradbench.theory.orbit`); equals the fixed-point
+    (L - 1) log10(chi_1) / 2 when q_1 = q* and for homogeneous activations, and differs where the
+    orbit takes long to reach q*.
+
+    Args:
+        activation: see `mean_field`.
+        sigma_w2, sigma_b2: scales, broadcast together with `depth`.
+        depth: number of hidden layers L, integers >= 1.
+
+    Returns:
+        The predicted r in the broadcast shape (a numpy scalar for scalar inputs).
+    """
+    act = as_activation(activation)
+    sw2, sb2, d = np.broadcast_arrays(*_scales(sigma_w2, sigma_b2), _depths(depth))
+    fixed = evaluate(act, sw2, sb2, correlation=False)
+    return _out(_finite_depth_ratio(act, sw2, sb2, d, fixed))
+
+
+def finite_depth_layers(activation, sigma_w2: float, sigma_b2: float, depth: int):
+    """q_l, chi_l (l = 1..L) and the predicted r of one configuration; see `finite_depth`."""
+    act = as_activation(activation)
+    sw2, sb2 = (float(a) for a in _scales(sigma_w2, sigma_b2))
+    (tables,) = tables_for([act])
+    q, chi = orbit(tables, act.homogeneous, sw2, sb2, int(_depths(depth)))
+    with np.errstate(divide="ignore"):
+        ratio = float(np.sum(np.log10(chi[:-1])) / 2.0)
+    return FiniteDepthLayers(q, chi, ratio)
+
+
 def predict(activation, sigma_w2, sigma_b2, depth) -> dict[str, np.ndarray]:
     """Mean-field predictions for many configurations at once.
 
@@ -181,12 +250,13 @@ def predict(activation, sigma_w2, sigma_b2, depth) -> dict[str, np.ndarray]:
         activation: one activation (see `mean_field`) or an array of registry names, broadcast with
             the rest; each distinct name is one vectorised group.
         sigma_w2, sigma_b2: scales, broadcast together with `depth`.
-        depth: number of hidden layers L.
+        depth: number of hidden layers L, integers >= 1.
 
     Returns:
-        Arrays in the broadcast shape: `chi1`, `q_star`, `xi_c`, `xi_grad` and
-        `predicted_log10_delta_ratio` = (L - 1) log10(chi_1) / 2, the mean-field value of
-        r = log10(||delta_1|| / ||delta_L||) once the forward signal sits at q*.
+        Arrays in the broadcast shape: `chi1`, `q_star`, `xi_c`, `xi_grad`,
+        `predicted_log10_delta_ratio`, the mean-field r = log10(||delta_1|| / ||delta_L||) of the
+        orbit q_1, q_2, ... from the input (`finite_depth`), and `fixed_point_log10_delta_ratio`
+        = (L - 1) log10(chi_1) / 2, its value once the forward signal sits at q*.
 
     References:
         Schoenholz et al. (2017), section 4 (backpropagation of gradients).
@@ -194,11 +264,9 @@ def predict(activation, sigma_w2, sigma_b2, depth) -> dict[str, np.ndarray]:
     names = None
     if not (isinstance(activation, str | registry.Activation) or callable(activation)):
         names = np.asarray(activation, dtype=object)
-    sw2, sb2, d = np.broadcast_arrays(
-        np.asarray(sigma_w2, float), np.asarray(sigma_b2, float), np.asarray(depth, float)
-    )
-    keys = ("chi1", "q_star", "xi_c", "xi_grad")
-    out = {k: np.full(sw2.shape, np.nan) for k in keys}
+    sw2, sb2, d = np.broadcast_arrays(*_scales(sigma_w2, sigma_b2), _depths(depth))
+    keys = ("chi1", "q_star", "xi_c", "xi_grad")  # of `mean_field`
+    out = {k: np.full(sw2.shape, np.nan) for k in (*keys, "predicted_log10_delta_ratio")}
     groups = [(activation, np.ones(sw2.shape, bool))]
     if names is not None:
         names = np.broadcast_to(names, sw2.shape)
@@ -208,6 +276,10 @@ def predict(activation, sigma_w2, sigma_b2, depth) -> dict[str, np.ndarray]:
         mf = mean_field(name, sw2[mask], sb2[mask])
         for k in keys:
             out[k][mask] = getattr(mf, k)
+        fixed = {"q_star": mf.q_star, "chi1": mf.chi1}
+        out["predicted_log10_delta_ratio"][mask] = _finite_depth_ratio(
+            as_activation(name), sw2[mask], sb2[mask], d[mask], fixed
+        )
     with np.errstate(divide="ignore"):
-        out["predicted_log10_delta_ratio"] = (d - 1.0) * np.log10(out["chi1"]) / 2.0
+        out["fixed_point_log10_delta_ratio"] = (d - 1.0) * np.log10(out["chi1"]) / 2.0
     return {k: _out(v) for k, v in out.items()}

@@ -1,8 +1,9 @@
-"""`gradbench theory`'s output: one activation's theory as plain data, and as the text printed.
+"""`gradbench theory`'s output: the theory as plain data, and as the text printed.
 
-`describe` gathers the edge of chaos, the fixed points at one sigma_w^2 or a scan of depth scales
-around the edge, as floats, strings and lists (what `--json` prints); `format_description` turns
-that dict into the plain-text tables, and needs nothing but the dict.
+`describe` gathers one activation's edge of chaos, the fixed points at one sigma_w^2 or a scan of
+depth scales around the edge; `gains` the edge of chaos of every registered activation at one
+sigma_b^2, with the PyTorch-style gain. Both are floats, strings and lists (what `--json` prints);
+`format_description` and `format_gains` turn them into plain-text tables, from the dict alone.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from gradbench import registry
-from gradbench.theory.edge_of_chaos import critical_sigma_w2
+from gradbench.theory.edge_of_chaos import SIGMA_W2_LIMIT, critical_sigma_w2
 from gradbench.theory.quantities import MeanField, as_activation, mean_field
+from gradbench.theory.tables import tables_for
 
 
 def describe(activation, sigma_b2: float = 0.0, sigma_w2: float | None = None) -> dict:
     """The theory of one activation as plain data (floats, str, None, lists) for the CLI.
 
-    Keys: activation, description, sigma_b2, critical (a list of `CriticalPoint` dicts for sigma_w2
-    in (0, 100]), sigma_w2, and, when sigma_w2 is given (None otherwise): q_star, q_status,
-    length_slope, chi1, phase, c_star, chi_c, xi_q, xi_c, xi_grad; when sigma_w2 is not given,
-    also scan (depth scales on a few sigma_w2 about the first critical point). Infinities stay
-    floats (`json.dumps` writes them as Infinity).
+    Keys: activation, description, sigma_b2, critical (a list of `CriticalPoint` dicts, every
+    sigma_w2 > 0 with chi_1 = 1), sigma_w2, and, when sigma_w2 is given (None otherwise): q_star,
+    q_status, length_slope, chi1, phase, c_star, chi_c, xi_q, xi_c, xi_grad; when sigma_w2 is not
+    given, also scan (depth scales on a few sigma_w2 about the first critical point). Infinities
+    stay floats (`json.dumps` writes them as Infinity).
     """
     act = as_activation(activation)
     at = MeanField._fields
@@ -72,7 +74,7 @@ def format_description(d: dict) -> str:
         "edge of chaos (chi_1 = 1):",
     ]
     if not d["critical"]:
-        lines.append("  none for sigma_w^2 in (0, 100]")
+        lines.append(f"  none: chi_1 < 1 for every sigma_w^2 up to {SIGMA_W2_LIMIT:g}")
     for p in d["critical"]:
         sw2, q = _number(p["sigma_w2"]), _number(p["q_star"])
         lines.append(f"  sigma_w^2 = {sw2:<10} q* = {q:<10} {p['note']}")
@@ -104,4 +106,53 @@ def format_description(d: dict) -> str:
         ]
         lines += ["", f"at sigma_w^2 = {d['sigma_w2']:g}:"]
         lines += [f"  {name:<8} {value:<12} {what}" for name, value, what in rows]
+    return "\n".join(lines)
+
+
+GAIN_CONVENTION = (
+    "gain = sqrt(sigma_w^2): std(W_ij) = gain / sqrt(fan_in), the convention of torch.nn.init's"
+    " gains (kaiming_normal_ with mode='fan_in')"
+)
+
+
+def gains(sigma_b2: float = 0.0) -> dict:
+    """The edge of chaos of every registered activation at one sigma_b^2, as plain data.
+
+    Keys: sigma_b2, convention (what the gain means), activations: one dict per registered name
+    with activation, description, critical (the `CriticalPoint` dicts, each with its gain
+    sqrt(sigma_w2)) and note ("" for one critical point, else how many, or that there is none).
+    """
+    tables_for(list(registry.ACTIVATIONS.values()))  # one kernel for all those new here
+    rows = []
+    for name, act in registry.ACTIVATIONS.items():
+        points = [p._asdict() | {"gain": p.sigma_w2**0.5} for p in critical_sigma_w2(act, sigma_b2)]
+        note = ""
+        if not points:
+            note = f"none: chi_1 < 1 for every sigma_w^2 up to {SIGMA_W2_LIMIT:g}"
+        elif len(points) > 1:
+            note = f"{len(points)} critical points"
+        rows.append(
+            {"activation": name, "description": act.description, "critical": points, "note": note}
+        )
+    return {"sigma_b2": float(sigma_b2), "convention": GAIN_CONVENTION, "activations": rows}
+
+
+def format_gains(d: dict) -> str:
+    """A plain-text table of a `gains` result: one line per critical point."""
+    lines = [
+        f"edge of chaos (chi_1 = 1) of every activation at sigma_b^2 = {d['sigma_b2']:g}",
+        d["convention"],
+        "",
+        f"  {'activation':<12} {'gain':<10} {'sigma_w^2':<10} {'q*':<10} note",
+    ]
+    for row in d["activations"]:
+        if not row["critical"]:
+            lines.append(f"  {row['activation']:<12} {'-':<10} {'-':<10} {'-':<10} {row['note']}")
+        for k, p in enumerate(row["critical"]):
+            name = row["activation"] if k == 0 else ""
+            which = f"{k + 1} of {len(row['critical'])}: " if len(row["critical"]) > 1 else ""
+            cells = [_number(p[key]) for key in ("gain", "sigma_w2", "q_star")]
+            lines.append(
+                f"  {name:<12} " + " ".join(f"{c:<10}" for c in cells) + f" {which}{p['note']}"
+            )
     return "\n".join(lines)
