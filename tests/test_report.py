@@ -433,7 +433,8 @@ def test_spectrum_findings_state_the_spread_on_the_edge_of_chaos(tmp_path):
     gaussian, orthogonal, verdict = found
     assert gaussian.numbers == {"depth": 16, "spread_q0": 20.0, "predicted_q0": 22.0}
     assert orthogonal.numbers["spread_q0"] == pytest.approx(0.05)
-    assert verdict.numbers == {"narrow": 1, "cells": 2} and "tanh/orthogonal" in verdict.text
+    assert verdict.numbers == {"cases": 2, "isometric": 1, "largest_per_layer": 1.25}
+    assert "tanh/orthogonal at q* = 0 (spread 0.05 at depth 16)" in verdict.text
     assert spectrum_findings(summary.drop(columns="jacobian_sv2_spread")) == []
     figure = plots.spectrum_growth(on_edge(summary))
     assert (

@@ -24,7 +24,7 @@ def replicate_findings(summary: pd.DataFrame) -> list[Finding]:
     """Findings about the spread of r over replicates; none for a run with one replicate per config."""
     if "replicate" not in summary or summary["replicate"].nunique() < 2:
         return []
-    keys = config_axes(summary.columns)
+    keys = _cell_axes(summary)
     grouped = group_by_facets(summary, keys)
     cells = pd.DataFrame(
         {
@@ -102,3 +102,10 @@ def _against_law(cells: pd.DataFrame, grouped) -> Finding:
         f"{numbers['replicates']} replicates per cell)."
     )
     return Finding(text, numbers, kind="replicates")
+
+
+def _cell_axes(summary: pd.DataFrame) -> list[str]:
+    """The swept axes that tell cells apart, each once: sigma_w and sigma_b go with their squares,
+    the init family with the init that names it."""
+    twins = {"sigma_w", "sigma_b", "init_family"}
+    return [c for c in config_axes(summary.columns) if c not in twins and summary[c].nunique() > 1]

@@ -4,7 +4,8 @@ Gaussian and orthogonal weights give the same gradient norms, since the mean squ
 J = dh_L/dx is prod_l chi_l either way; what differs is the spread (variance / mean^2) of the squared
 singular values, which free probability predicts layer by layer. These findings state, on the edge of
 chaos (chi_1 = 1, where the mean neither vanishes nor explodes), how wide the spectrum is at the
-largest depth, against that prediction, and which networks keep it narrow (dynamical isometry).
+largest depth, against that prediction, and which networks stop widening it with depth (dynamical
+isometry).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from gradbench.notation import fmt
 from gradbench.report.findings import Finding, at_largest_depth, facet_name
 
 MEASURED, PREDICTED = "jacobian_sv2_spread", "predicted_jacobian_sv2_spread"
-NARROW = 1.0  # a spread below 1: the squared singular values vary by less than their mean
+# Isometric: less spread than this per layer, on average and between the two largest depths (the
+# spectrum stays narrow and has stopped widening; finite width alone caps a wide one too).
+ISOMETRIC = 0.05
 ON_EDGE = 1e-3  # |chi_1 - 1| below this counts as the edge of chaos
 
 
@@ -44,7 +47,6 @@ def spectrum_findings(summary: pd.DataFrame) -> list[Finding]:
         }
     ).reset_index()
     found = []
-    narrow = []
     for key, part in group_by_facets(cells, facets):
         key = key if isinstance(key, tuple) else (key,)
         depth = int(part["depth"].max())
@@ -63,14 +65,42 @@ def spectrum_findings(summary: pd.DataFrame) -> list[Finding]:
             f"values (variance / mean²) is {points}."
         )
         found.append(Finding(text, numbers, dict(zip(facets, key, strict=True)), "spectrum"))
-        if (part["measured"] < NARROW).any():
-            narrow.append(f"{name} ({int((part['measured'] < NARROW).sum())} of {len(part)} q*)")
-    total = len(cells)
-    count = int((cells["measured"] < NARROW).sum())
+    growth = _growth_at_depth(edge, facets)
+    average = growth["spread"] / growth["depth"]
+    kept = growth[(growth["per_layer"] < ISOMETRIC) & (average < ISOMETRIC)]
+    numbers = {
+        "cases": len(growth),
+        "isometric": len(kept),
+        "largest_per_layer": float(growth["per_layer"].max()),
+    }
+    names = [
+        f"{facet_name(summary, facets, tuple(r[c] for c in facets))} at q* = "
+        f"{fmt(float(r['q_star']))} (spread {fmt(r['spread'])} at depth {int(r['depth'])})"
+        for r in kept.to_dict("records")
+    ]
     text = (
-        f"Dynamical isometry: the spectrum stays narrow (spread < {fmt(NARROW)}) at the largest "
-        f"depth in {count} of {total} edge-of-chaos cells"
-        + (f": {', '.join(narrow)}." if narrow else ".")
+        f"Dynamical isometry: on the edge of chaos the spectrum stays narrow (less than "
+        f"{fmt(ISOMETRIC)} of spread per layer, on average and between the two largest depths) in "
+        f"{numbers['isometric']} of {numbers['cases']} cases"
+        + (f": {'; '.join(names)}" if names else "")
+        + f"; elsewhere up to {fmt(numbers['largest_per_layer'])} a layer."
     )
-    found.append(Finding(text, {"narrow": count, "cells": total}, kind="spectrum"))
+    found.append(Finding(text, numbers, kind="spectrum"))
     return found
+
+
+def _growth_at_depth(edge: pd.DataFrame, facets: list[str]) -> pd.DataFrame:
+    """Per facet and q*: the spread added per layer between the two largest measured depths (free
+    probability: mu_2/mu_1^2 - 1 - s_1 at q*), and the spread at the largest."""
+    means = group_by_facets(edge, [*facets, "q_star", "depth"])[MEASURED].mean().reset_index()
+    rows = []
+    for key, part in group_by_facets(means, [*facets, "q_star"]):
+        part = part.sort_values("depth")
+        if len(part) < 2:
+            continue
+        (d0, s0), (d1, s1) = part[["depth", MEASURED]].to_numpy()[-2:]
+        rows.append(
+            {**dict(zip([*facets, "q_star"], key, strict=True)),
+             "per_layer": (s1 - s0) / (d1 - d0), "spread": s1, "depth": d1}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
