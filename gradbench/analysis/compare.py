@@ -42,6 +42,7 @@ from gradbench.schema import (
     CONFIG_COLUMNS,
     ID_COLUMNS,
     OUTCOME_COLUMNS,
+    THEORY_COLUMNS,
     TRAIN_CONFIG_COLUMNS,
     TRAINING_COLUMNS,
     TRAINING_LAYER_COLUMNS,
@@ -85,18 +86,7 @@ KINDS = {
         ),
         **dict.fromkeys(["delta_growth", "grad_w_growth"], "log10_derived"),
         **dict.fromkeys(["nonfinite", "underflow", "threshold"], "exact"),
-        **dict.fromkeys(
-            [
-                "chi1",
-                "q_star",
-                "xi_c",
-                "predicted_log10_delta_ratio",
-                "fixed_point_log10_delta_ratio",
-                "finite_width_log10_delta_ratio",
-                "predicted_log10_delta_ratio_sd",
-            ],
-            "theory",
-        ),
+        **dict.fromkeys(THEORY_COLUMNS, "theory"),
         # `[run] jacobian = true`. The spread m2 / m1^2 - 1 is compared absolutely: it is 0 (to
         # rounding) for isometric nets, where a relative difference would compare rounding noise.
         "log10_jacobian_sv2_mean": "log10",

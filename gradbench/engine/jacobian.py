@@ -35,7 +35,7 @@ import pandas as pd
 from jaxtyping import Array, Float
 
 from gradbench.engine.chunks import ChunkPlan
-from gradbench.engine.kernel import Chunk
+from gradbench.engine.kernel import over_chunk
 from gradbench.engine.layerstats import unit_norm
 from gradbench.engine.model import (
     TARGET_STREAM,
@@ -153,20 +153,7 @@ def make_jacobian_kernel(key: KernelKey, probes: int, allow_imports: bool = Fals
 
         return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
 
-    @functools.partial(jax.jit, donate_argnums=2)
-    def kernel(seed, chunk: Chunk, workspace: jax.Array) -> tuple[JacobianStats, jax.Array]:
-        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0, None))(
-            seed,
-            chunk.replicate,
-            chunk.sigma_w,
-            chunk.sigma_b,
-            chunk.depth,
-            workspace,
-            chunk.weights,
-            chunk.branch,
-        )
-
-    return kernel
+    return over_chunk(one_replicate)
 
 
 def _log_mean_exp(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:

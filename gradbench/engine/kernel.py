@@ -123,9 +123,17 @@ def make_kernel(key: KernelKey, allow_imports: bool = False):
 
         return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
 
+    return over_chunk(one_replicate)
+
+
+def over_chunk(one_replicate):
+    """The jitted `kernel(seed, chunk, workspace) -> (stats, workspace)` that runs
+    `one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, weights, branch)` on every
+    replicate row of a `Chunk`. The workspace is donated; the branch is not vmapped: a batched
+    switch index would run every branch."""
+
     @functools.partial(jax.jit, donate_argnums=2)
-    def kernel(seed, chunk: Chunk, workspace: jax.Array) -> tuple[RawStats, jax.Array]:
-        # The branch is not vmapped: a batched switch index would run every branch.
+    def kernel(seed, chunk: Chunk, workspace: jax.Array):
         return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0, None))(
             seed,
             chunk.replicate,
