@@ -42,7 +42,6 @@ from gradbench.schema import JACOBIAN_COLUMNS
 from gradbench.sweep import grid
 from gradbench.sweep import spec as spec_module
 from gradbench.sweep.spec import SweepSpec
-from gradbench.theory import spectrum
 
 
 def run(
@@ -258,7 +257,7 @@ def build_run(
     with clock("theory"):
         summary = theory.with_theory(summary)
         if jacobian is not None:  # measured, and free probability's prediction beside it
-            summary = spectrum.with_spectrum(summary.merge(jacobian, on="config_id"))
+            summary = theory.with_spectrum(summary.merge(jacobian, on="config_id"))
     manifest = build_manifest(spec, configs, facts, started)
     training = None
     if spec.train is not None:
@@ -346,7 +345,7 @@ def verify(
                 "data/training.parquet, data/training_layers.parquet and the summary's outcome "
                 "columns belong to it",
             )
-    predicted = spectrum.with_spectrum(configs) if spec.jacobian else configs
+    predicted = theory.with_spectrum(configs) if spec.jacobian else configs
     theory_columns = theory.with_theory(predicted).drop(columns=configs.columns.drop("config_id"))
     recomputed = verification.recomputed_summary(
         configs, stored.layers, spec.threshold, theory_columns

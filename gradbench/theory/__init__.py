@@ -38,9 +38,11 @@ How it is computed, one module a step:
     quantities       the public entry points: `mean_field`, `q_star`, `chi1`, `finite_depth`,
                      `finite_depth_layers`, `predict`
     spread           `relu_finite_width`: the exact law of r at finite width (ReLU, no bias)
+    spectrum         free probability's spread of the input-output Jacobian's spectrum
     edge_of_chaos    `critical_sigma_w2`, the sigma_w^2 where chi_1 = 1
-    columns          `with_theory`, the theory columns of a run's tables
-    text             `describe` and `format_description`, what `gradbench theory` prints
+    columns          `with_theory` and `with_spectrum`, the theory columns of a run's tables
+    text             `describe`, `format_description` and the `--gains` table, what
+                     `gradbench theory` prints
 
 References:
     Poole, Lahiri, Raghu, Sohl-Dickstein, Ganguli (2016). Exponential expressivity in deep neural
@@ -51,7 +53,7 @@ References:
         networks. Commun. Math. Phys. arXiv:1812.05994.
 """
 
-from gradbench.theory.columns import with_theory
+from gradbench.theory.columns import with_spectrum, with_theory
 from gradbench.theory.edge_of_chaos import CriticalPoint, critical_sigma_w2
 from gradbench.theory.quantities import (
     FiniteDepthLayers,
@@ -83,5 +85,6 @@ __all__ = [
     "predict",
     "q_star",
     "relu_finite_width",
+    "with_spectrum",
     "with_theory",
 ]

@@ -101,14 +101,23 @@ def log10_chi_sums(
     return out
 
 
+def length_orbits(
+    tables: ActivationTables, homogeneous: bool, sigma_w2, sigma_b2, depth: int
+) -> np.ndarray:
+    """q_1 .. q_depth of each (sigma_w2, sigma_b2) pair (1-D arrays), shape (pairs, depth), by the
+    recursion of every layer: the whole orbit, for what needs more of it than `log10_chi_sums`."""
+    sigma_w2, sigma_b2 = np.asarray(sigma_w2, float), np.asarray(sigma_b2, float)
+    q = np.empty((sigma_w2.size, depth))
+    q[:, 0] = sigma_w2 + sigma_b2
+    for layer in range(1, depth):
+        second, _ = _moments(tables, homogeneous, q[:, layer - 1])
+        q[:, layer] = sigma_w2 * second + sigma_b2
+    return q
+
+
 def orbit(
     tables: ActivationTables, homogeneous: bool, sigma_w2: float, sigma_b2: float, depth: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """q_l and chi_l of one configuration, l = 1..depth, by the recursion of every layer."""
-    q, chi = np.empty(depth), np.empty(depth)
-    at = np.array([sigma_w2 + sigma_b2])
-    for layer in range(depth):
-        second, slope = _moments(tables, homogeneous, at)
-        q[layer], chi[layer] = at[0], sigma_w2 * slope[0]
-        at = sigma_w2 * second + sigma_b2
-    return q, chi
+    """q_l and chi_l of one configuration, l = 1..depth."""
+    (q,) = length_orbits(tables, homogeneous, [sigma_w2], [sigma_b2], depth)
+    return q, sigma_w2 * _moments(tables, homogeneous, q)[1]

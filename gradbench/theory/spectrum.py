@@ -40,15 +40,14 @@ import pandas as pd
 from gradbench import registry
 from gradbench.schema import SPECTRUM_COLUMNS
 from gradbench.theory.kernel import Phi
-from gradbench.theory.quadrature import D2, M2, length_moments
+from gradbench.theory.length_map import Q_HUGE, Q_TINY
+from gradbench.theory.orbit import length_orbits
+from gradbench.theory.quadrature import D2, length_moments
 from gradbench.theory.tables import ActivationTables, Table, tables_for
 
 # v_W of each init family's W W^T: Marchenko-Pastur for i.i.d. entries, a point mass for orthogonal
 # ones. A family not listed has no known v_W and a NaN predicted spread.
 WEIGHT_SPREAD = {"gaussian": 1.0, "uniform": 1.0, "truncated_normal": 1.0, "orthogonal": 0.0}
-# Moments are evaluated within these q (their limits there, as `gradbench.theory.length_map` takes
-# them); beyond them the length map is continued as asymptotically homogeneous.
-_Q_LOW, _Q_HIGH = 1e-100, 1e16
 
 
 def _squared_slope(phi: Phi) -> Phi:
@@ -61,22 +60,9 @@ def _squared_slope(phi: Phi) -> Phi:
     return fourth
 
 
-def length_orbit(tables: ActivationTables, sigma_w2, sigma_b2, depth: int) -> np.ndarray:
-    """q_1 .. q_depth of each (sigma_w2, sigma_b2) pair, shape (pairs, depth): the finite-depth orbit."""
-    sigma_w2, sigma_b2 = np.asarray(sigma_w2, float), np.asarray(sigma_b2, float)
-    q = np.empty((sigma_w2.size, depth))
-    q[:, 0] = sigma_w2 + sigma_b2
-    for layer in range(1, depth):
-        at = np.clip(q[:, layer - 1], _Q_LOW, _Q_HIGH)
-        with np.errstate(over="ignore", invalid="ignore"):
-            second = tables.length(at, slice(M2, M2 + 1))[:, 0] * (q[:, layer - 1] / at)
-        q[:, layer] = sigma_w2 * second + sigma_b2
-    return q
-
-
 def slope_moments(tables: ActivationTables, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """mu_1 = E[phi'^2] and mu_2 = E[phi'^4] at z ~ N(0, q), arrays of q's shape."""
-    at = np.clip(np.asarray(q, float).ravel(), _Q_LOW, _Q_HIGH)
+    at = np.clip(np.asarray(q, float).ravel(), Q_TINY, Q_HUGE)  # their limits beyond (length_map)
     fourth = Table(functools.partial(length_moments, _squared_slope(tables.phi)), 3)
     mu_1 = tables.length(at, slice(D2, D2 + 1))[:, 0]
     mu_2 = fourth(at, slice(D2, D2 + 1))[:, 0]
@@ -104,7 +90,8 @@ def predict_spectrum(activation, init_family, sigma_w2, sigma_b2, depth) -> dict
         pairs, pair_of = np.unique(
             np.stack([sigma_w2[rows], sigma_b2[rows]], axis=1), axis=0, return_inverse=True
         )
-        q = length_orbit(tables, pairs[:, 0], pairs[:, 1], int(depth[rows].max()))
+        homogeneous = registry.ACTIVATIONS[name].homogeneous
+        q = length_orbits(tables, homogeneous, pairs[:, 0], pairs[:, 1], int(depth[rows].max()))
         mu_1, mu_2 = slope_moments(tables, q)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_gain = np.cumsum(np.log(pairs[:, :1] * mu_1), axis=1)
@@ -115,18 +102,3 @@ def predict_spectrum(activation, init_family, sigma_w2, sigma_b2, depth) -> dict
     weights = pd.Series(np.asarray(init_family, object)).map(WEIGHT_SPREAD).to_numpy(float)
     mean_column, spread_column = SPECTRUM_COLUMNS
     return {mean_column: log10_mean, spread_column: spread + depth * weights}
-
-
-def with_spectrum(summary: pd.DataFrame) -> pd.DataFrame:
-    """`summary` with `gradbench.schema.SPECTRUM_COLUMNS`, the prediction beside each measured config.
-
-    Rows with activations given as import paths get NaN. Needs the config columns activation,
-    init_family, sigma_w2, sigma_b2 and depth; rows keep their order.
-    """
-    keys = ["activation", "init_family", "sigma_w2", "sigma_b2", "depth"]
-    known = summary["activation"].isin(list(registry.ACTIVATIONS))
-    unique = summary.loc[known, keys].drop_duplicates(ignore_index=True)
-    if unique.empty:
-        return summary.assign(**dict.fromkeys(SPECTRUM_COLUMNS, np.nan))
-    predicted = predict_spectrum(*(unique[k].to_numpy() for k in keys))
-    return summary.merge(unique.assign(**predicted), on=keys, how="left", validate="m:1")
