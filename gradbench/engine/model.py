@@ -23,7 +23,9 @@ from gradbench.engine.layerstats import is_tiny, unit_norm
 from gradbench.engine.precision import PRECISION
 from gradbench.sweep.keys import KernelKey
 
-LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM = range(4)
+LAYER_STREAM, INPUT_STREAM, READOUT_STREAM, TARGET_STREAM, INPUT_WEIGHT_STREAM, SEQUENCE_STREAM = (
+    range(6)
+)
 
 
 def replicate_key(seed, replicate) -> jax.Array:
@@ -56,6 +58,31 @@ def layer_draws(
 ) -> tuple[jax.Array, jax.Array]:
     """Standard draws (Z_l, beta_l) of hidden layer `layer` (0-based), unit variance, float32."""
     return weight_draw(rep_key, layer, width, init_family), bias_draw(rep_key, layer, width)
+
+
+def dense_index(architecture: str, layer, sublayer=0, branch_layers: int = 1):
+    """Which standard draws (`layer_draws` index) a dense layer uses: layer l of an MLP, dense layer
+    `sublayer` of residual block `layer` (0-based both), and for the RNN's one shared W always 0."""
+    if architecture == "resmlp":
+        return layer * branch_layers + sublayer
+    if architecture == "rnn":
+        return 0
+    return layer
+
+
+def input_weight_draw(rep_key: jax.Array, width: int, inputs: int | None = None) -> jax.Array:
+    """The RNN's standard input weights Z_U (width, inputs), N(0, 1), float32: U = input_scale /
+    sqrt(inputs) Z_U. A narrower input (a training task's) uses the first columns of the square draw."""
+    z = jax.random.normal(
+        jax.random.fold_in(rep_key, INPUT_WEIGHT_STREAM), (width, width), jnp.float32
+    )
+    return z if inputs is None else z[:, :inputs]
+
+
+def sequence_draw(rep_key: jax.Array, step, batch: int, width: int) -> jax.Array:
+    """The RNN's input x_t (batch, width) of step `step` (0-based), N(0, 1), float32."""
+    key = jax.random.fold_in(jax.random.fold_in(rep_key, SEQUENCE_STREAM), step)
+    return jax.random.normal(key, (batch, width), jnp.float32)
 
 
 class Shared(NamedTuple):

@@ -14,7 +14,15 @@ from gradbench.registry.activations import (
     activation,
     is_import_path,
 )
-from gradbench.registry.architectures import ARCHITECTURES, Architecture
+from gradbench.registry.architectures import (
+    ARCHITECTURES,
+    BRANCH_SCALE_RULES,
+    NORM_POSITIONS,
+    NORMS,
+    NOT_APPLICABLE,
+    Architecture,
+    branch_scale,
+)
 from gradbench.registry.initializers import (
     INIT_FAMILIES,
     INIT_PRESETS,
@@ -42,11 +50,15 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "ADAPTIVE_EPS",
+    "BRANCH_SCALE_RULES",
     "CLIP_RULES",
     "INIT_FAMILIES",
     "INIT_PRESETS",
     "LOSSES",
     "MOMENTUM",
+    "NORMS",
+    "NORM_POSITIONS",
+    "NOT_APPLICABLE",
     "OPTIMIZERS",
     "PREDRAWN_FAMILIES",
     "TASKS",
@@ -59,6 +71,7 @@ __all__ = [
     "Optimizer",
     "Task",
     "activation",
+    "branch_scale",
     "clip_rule",
     "init_family",
     "init_names",

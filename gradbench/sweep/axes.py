@@ -1,9 +1,12 @@
 """The network a sweep varies: the `[model]` settings and the `[axes]` it sweeps.
 
-Rules that span keys live here: `width` and `batch` may be set in `[model]` or swept in `[axes]` (not
-both); `sigma_w` xor `sigma_w2` and `sigma_b` xor `sigma_b2` (stored squared either way); a preset init
-fixes sigma_w^2, so it takes no weight scale, and an init family needs one; an activation given as
-`"package.module:function"` is imported only when imports are allowed.
+Rules that span keys live here: `architecture`, `width`, `batch` and the architecture settings may be
+set in `[model]` (one value) or swept in `[axes]` (not both); `sigma_w` xor `sigma_w2` and `sigma_b`
+xor `sigma_b2` (stored squared either way); a preset init fixes sigma_w^2, so it takes no weight scale,
+and an init family needs one; an activation given as `"package.module:function"` is imported only when
+imports are allowed. A setting of one architecture (`branch_layers`, `norm`, `norm_position` and
+`branch_scale` of `resmlp`, `input_scale` of `rnn`) is refused unless that architecture is swept, and
+`norm_position` unless some norm is.
 """
 
 from __future__ import annotations
@@ -16,9 +19,26 @@ from gradbench.sweep.types import Axis
 from gradbench.sweep.values import ValueReader
 
 ARCHITECTURES = tuple(registry.ARCHITECTURES)
-MODEL_KEYS = {"architecture", "width", "batch", "loss"}
+# The keys `[model]` accepts: the loss, and the axes that may be fixed there instead of swept.
+SETTING_AXES = (
+    "architecture",
+    "width",
+    "batch",
+    "branch_layers",
+    "norm",
+    "norm_position",
+    "branch_scale",
+    "input_scale",
+)
+MODEL_KEYS = {*SETTING_AXES, "loss"}
 # The axes a sweep may vary, with the kind of their values. Each may also be given as a single value.
 AXIS_KINDS = {
+    "architecture": "name",
+    "branch_layers": "integer",
+    "norm": "name",
+    "norm_position": "name",
+    "branch_scale": "scale_rule",
+    "input_scale": "number",
     "activation": "name",
     "init": "name",
     "sigma_w": "number",
@@ -32,15 +52,33 @@ AXIS_KINDS = {
 }
 AXIS_KEYS = tuple(AXIS_KINDS)
 # `SweepSpec.axes` in the order the grid expands them (the last varies fastest).
-AXIS_ORDER = ("activation", "init", "width", "batch", "sigma_w2", "sigma_b2", "depth", "replicate")
-DEFAULTS = {"batch": 64, "init": "gaussian", "replicate": {"count": 1}}
+AXIS_ORDER = (
+    "architecture",
+    "branch_layers",
+    "norm",
+    "norm_position",
+    "branch_scale",
+    "input_scale",
+    "activation",
+    "init",
+    "width",
+    "batch",
+    "sigma_w2",
+    "sigma_b2",
+    "depth",
+    "replicate",
+)
+DEFAULTS = {"architecture": "mlp", "batch": 64, "init": "gaussian", "replicate": {"count": 1}}
 REQUIRED = ("activation", "depth", "width")
+# The settings of each architecture but the MLP, with their defaults (`registry.ARCHITECTURES`).
+ARCHITECTURE_SETTINGS = {
+    name: arch.settings for name, arch in registry.ARCHITECTURES.items() if arch.settings
+}
 
 
 class Network(NamedTuple):
     """The `SweepSpec` fields that `[model]` and `[axes]` decide."""
 
-    architecture: str
     loss: str
     axes: dict[str, Axis]
     sigma_w_given: str | None
@@ -60,19 +98,17 @@ def read_network(
     reader: ValueReader, model: dict, axes_doc: dict, *, allow_imports: bool
 ) -> Network:
     """`[model]` and `[axes]` (keys already checked) as validated axes and settings."""
-    architecture = reader.choice(
-        model.get("architecture", "mlp"), "model.architecture", ARCHITECTURES
-    )
     loss = reader.choice(model.get("loss", "probe"), "model.loss", tuple(registry.LOSSES))
 
     raw = dict(axes_doc)
-    from_model = [key for key in ("width", "batch") if key in model]
+    from_model = [key for key in SETTING_AXES if key in model]
     for key in from_model:
         if key in axes_doc:
             raise reader.error(f"model.{key}", model[key], f"{key} in [model] or [axes], not both")
         raw[key] = model[key]
     for key, default in DEFAULTS.items():
         raw.setdefault(key, default)
+    _default_settings(reader, raw, from_model)
     for required in REQUIRED:
         if required not in raw:
             raise reader.error(f"axes.{required}", "<missing>", f"a value or list for {required}")
@@ -91,13 +127,39 @@ def read_network(
     axes.setdefault("sigma_b2", Axis((0.0,)))
     _check_inits(reader, axes, sigma_w_given)
     return Network(
-        architecture=architecture,
         loss=loss,
         axes={k: axes[k] for k in AXIS_ORDER if k in axes},
         sigma_w_given=sigma_w_given,
         sigma_b_given=sigma_b_given,
         imports=tuple(imports),
     )
+
+
+def _default_settings(reader: ValueReader, raw: dict, from_model: list[str]) -> None:
+    """Refuses a setting of an architecture the sweep does not run, then fills in the defaults of
+    those it does (`registry.Architecture.settings`)."""
+    architectures = raw["architecture"]
+    architectures = architectures if isinstance(architectures, list) else [architectures]
+    for arch in architectures:
+        if arch not in ARCHITECTURES:
+            where = "model.architecture" if "architecture" in from_model else "axes.architecture"
+            raise reader.error(where, arch, f"one of {list(ARCHITECTURES)}")
+    for arch, settings in ARCHITECTURE_SETTINGS.items():
+        for key in settings:
+            if key in raw and arch not in architectures:
+                where = f"model.{key}" if key in from_model else f"axes.{key}"
+                raise reader.error(where, raw[key], f"{key} only with architecture {arch!r}")
+    if "norm_position" in raw and set(_as_list(raw.get("norm", "none"))) == {"none"}:
+        where = "model.norm_position" if "norm_position" in from_model else "axes.norm_position"
+        raise reader.error(where, raw["norm_position"], "norm_position only with a norm")
+    for arch, settings in ARCHITECTURE_SETTINGS.items():
+        if arch in architectures:
+            for key, default in settings.items():
+                raw.setdefault(key, default)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def _check_activations(
@@ -130,6 +192,24 @@ def _check_values(reader: ValueReader, key: str, values: tuple, where: str) -> N
         for v in values:
             if v not in registry.init_names():
                 raise reader.error(where, v, f"one of {registry.init_names()}")
+    elif key in CHOICES:
+        for v in values:
+            if v not in CHOICES[key]:
+                raise reader.error(where, v, f"one of {list(CHOICES[key])}")
+    elif key == "branch_scale":
+        for v in values:
+            if isinstance(v, str) and v not in registry.BRANCH_SCALE_RULES:
+                raise reader.error(
+                    where, v, f"a number > 0 or one of {list(registry.BRANCH_SCALE_RULES)}"
+                )
+            if not isinstance(v, str) and v <= 0:
+                raise reader.error(
+                    where, v, f"a number > 0 or one of {list(registry.BRANCH_SCALE_RULES)}"
+                )
+    elif key == "input_scale":
+        for v in values:
+            if v < 0:
+                raise reader.error(where, v, "finite numbers >= 0")
     elif key in ("depth", "width", "batch"):
         for v in values:
             if v < 1:
@@ -144,6 +224,15 @@ def _check_values(reader: ValueReader, key: str, values: tuple, where: str) -> N
                 raise reader.error(where, v, "finite numbers >= 0")
             if key.startswith("sigma_w") and v == 0:
                 raise reader.error(where, v, "weight scales > 0 (zero weights pass no gradient)")
+
+
+# The values of the name and integer settings, each a choice among a few.
+CHOICES = {
+    "architecture": ARCHITECTURES,
+    "branch_layers": (1, 2),
+    "norm": registry.NORMS,
+    "norm_position": registry.NORM_POSITIONS,
+}
 
 
 def _squared(reader: ValueReader, raw: dict, axes: dict[str, Axis], base: str) -> str | None:

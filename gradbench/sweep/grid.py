@@ -50,11 +50,12 @@ def config_id(row: dict) -> str:
 
     dtype and measurement mode are left out on purpose: a float64 run and a float32 run of the same
     sweep use the same draws and are compared config by config. Training settings enter only when
-    the sweep has a [train] section, so sweeps without one keep their ids.
+    the sweep has a [train] section, and an architecture's settings only for that architecture, so
+    sweeps without them keep their ids.
     """
     canonical = {
         "seed": int(row["seed"]),
-        "architecture": row["architecture"],
+        "architecture": _architecture_id(row),
         "loss": row["loss"],
         "activation": row["activation"],
         "init": row["init"],
@@ -81,6 +82,22 @@ def config_id(row: dict) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _architecture_id(row: dict) -> str | dict:
+    """The architecture's part of a config id: its name, with its settings when it has any."""
+    settings = registry.ARCHITECTURES[row["architecture"]].settings
+    if not settings:
+        return row["architecture"]
+    canonical = {"name": row["architecture"]}
+    for key in settings:
+        value = row[key]
+        canonical[key] = value if isinstance(value, str) else _float_or_int(value)
+    return canonical
+
+
+def _float_or_int(value):
+    return int(value) if isinstance(value, int | np.integer) else repr(float(value))
+
+
 def config_ids(frame: pd.DataFrame) -> np.ndarray:
     """`config_id` of every row of a config table, computed column by column.
 
@@ -90,7 +107,7 @@ def config_ids(frame: pd.DataFrame) -> np.ndarray:
     """
     fields = {
         "seed": _fragments("seed", frame["seed"], int),
-        "architecture": _fragments("architecture", frame["architecture"], str),
+        "architecture": _architecture_fragments(frame),
         "loss": _fragments("loss", frame["loss"], str),
         "activation": _fragments("activation", frame["activation"], str),
         "init": _fragments("init", frame["init"], str),
@@ -127,6 +144,18 @@ def _float_text(value) -> str:
 
 def _threshold(value) -> str | None:
     return None if math.isnan(value) else repr(float(value))
+
+
+def _architecture_fragments(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """`_fragments` of the architecture part of the ids (`_architecture_id`): one per distinct
+    architecture and settings."""
+    settings = [k for k in registry.NOT_APPLICABLE if k in frame]
+    columns = frame[["architecture", *settings]]
+    codes = columns.groupby(list(columns), sort=False, dropna=False).ngroup().to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    rows = columns.iloc[first].to_dict("records")
+    texts = [f'"architecture": {json.dumps(_architecture_id(r), sort_keys=True)}' for r in rows]
+    return codes, np.array(texts, dtype=object)
 
 
 def _fragments(key: str, column: pd.Series, canonical) -> tuple[np.ndarray, np.ndarray]:
@@ -194,12 +223,12 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
             frame = frame.drop_duplicates(ignore_index=True)
         else:
             frame["sigma_w2"] = preset_scale.astype(float)
+    frame = _architecture_settings(frame)
     frame["init_family"] = frame["init"].map(
         {init: registry.init_family(init).name for init in spec.axis("init")}
     )
     frame["sigma_w"] = np.sqrt(frame["sigma_w2"].to_numpy())
     frame["sigma_b"] = np.sqrt(frame["sigma_b2"].to_numpy())
-    frame["architecture"] = spec.architecture
     frame["loss"] = spec.loss
     frame["dtype"] = spec.dtype
     frame["measure"] = spec.measure
@@ -218,6 +247,40 @@ def expand(spec: SweepSpec) -> pd.DataFrame:
         frame["train_group"] = np.array([key.label for key in keys], dtype=object)[codes]
         columns += [*TRAIN_CONFIG_COLUMNS, "train_group"]
     return frame[columns]
+
+
+def _architecture_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each row's architecture settings, `registry.NOT_APPLICABLE` where its architecture has no
+    such setting (and for norm_position without a norm), the repeats that leaves dropped; `alpha`,
+    the residual branch scale of the row's depth, NaN outside resmlp."""
+    frame = frame.copy()
+    for key, absent in registry.NOT_APPLICABLE.items():
+        if key not in frame:
+            frame[key] = absent
+            continue
+        owner = next(a for a, arch in registry.ARCHITECTURES.items() if key in arch.settings)
+        if key == "branch_scale":
+            frame[key] = frame[key].map(_scale_text).astype(object)
+        frame[key] = frame[key].where(frame["architecture"] == owner, absent)
+    frame["norm_position"] = frame["norm_position"].where(frame["norm"] != "none", "none")
+    frame = frame.drop_duplicates(ignore_index=True)
+    residual = frame["architecture"] == "resmlp"
+    frame["alpha"] = [
+        registry.branch_scale(_scale_rule(rule), depth) if is_residual else math.nan
+        for rule, depth, is_residual in zip(
+            frame["branch_scale"], frame["depth"], residual, strict=True
+        )
+    ]
+    return frame
+
+
+def _scale_text(value) -> str:
+    """A branch scale as the configs table holds it: a rule's name, or the number in repr form."""
+    return value if isinstance(value, str) else repr(float(value))
+
+
+def _scale_rule(text: str) -> float | str:
+    return text if text in registry.BRANCH_SCALE_RULES else float(text)
 
 
 def _axis_array(values: tuple) -> np.ndarray:

@@ -19,7 +19,8 @@ from gradbench import registry
 
 
 class StaticKey(NamedTuple):
-    """What one network of a compiled trainer is specialised on. `depth` is the bucket's largest."""
+    """What one network of a compiled trainer is specialised on. `depth` is the bucket's largest;
+    `branch_layers`, `norm` and `norm_position` are resmlp's (`registry.NOT_APPLICABLE` otherwise)."""
 
     architecture: str
     activation: str
@@ -30,13 +31,26 @@ class StaticKey(NamedTuple):
     loss: str
     dtype: str
     measure: str
+    branch_layers: int = 0
+    norm: str = "none"
+    norm_position: str = "none"
 
     @property
     def label(self) -> str:
         return (
-            f"{self.activation}-{self.init_family}-w{self.width}-b{self.batch}-L{self.depth}"
-            f"-{self.loss}-{self.dtype}-{self.measure}"
+            f"{architecture_label(self)}{self.activation}-{self.init_family}-w{self.width}"
+            f"-b{self.batch}-L{self.depth}-{self.loss}-{self.dtype}-{self.measure}"
         )
+
+
+def architecture_label(key) -> str:
+    """The part of a key's label that names a non-MLP architecture and its code paths ("" for mlp)."""
+    if key.architecture == "mlp":
+        return ""
+    if key.architecture == "resmlp":
+        norm = "" if key.norm == "none" else f"-{key.norm_position}{key.norm}"
+        return f"resmlp{key.branch_layers}{norm}-"
+    return f"{key.architecture}-"
 
 
 class KernelKey(NamedTuple):
@@ -57,11 +71,15 @@ class KernelKey(NamedTuple):
     measure: str
     activations: tuple[str, ...]
     init_families: tuple[str, ...]
+    branch_layers: int = 0
+    norm: str = "none"
+    norm_position: str = "none"
 
     @property
     def label(self) -> str:
+        name = architecture_label(self)[:-1] if self.architecture != "mlp" else "mlp"
         return (
-            f"{self.architecture}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
+            f"{name}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
             f"-{self.dtype}-{self.measure}-{'+'.join(self.init_families)}"
         )
 
@@ -106,6 +124,9 @@ def static_key(row: dict, bucket_depth: int) -> StaticKey:
         loss=row["loss"],
         dtype=row["dtype"],
         measure=row["measure"],
+        branch_layers=int(row.get("branch_layers", 0)),
+        norm=row.get("norm", "none"),
+        norm_position=row.get("norm_position", "none"),
     )
 
 
@@ -125,7 +146,17 @@ def train_key(row: dict, bucket_depth: int, clips: tuple[str, ...], log_every: i
 
 
 # The config columns a gradient kernel is specialised on (besides its deepest depth and its branches).
-KERNEL_COLUMNS = ["architecture", "width", "batch", "loss", "dtype", "measure"]
+KERNEL_COLUMNS = [
+    "architecture",
+    "branch_layers",
+    "norm",
+    "norm_position",
+    "width",
+    "batch",
+    "loss",
+    "dtype",
+    "measure",
+]
 
 
 def kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]]:
@@ -149,6 +180,9 @@ def kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]
             measure=group["measure"],
             activations=tuple(sorted(members["activation"].unique())),
             init_families=tuple(sorted(members["init_family"].unique())),
+            branch_layers=int(group["branch_layers"]),
+            norm=group["norm"],
+            norm_position=group["norm_position"],
         )
         out.append((key, members))
     return out

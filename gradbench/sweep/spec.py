@@ -135,6 +135,13 @@ def _build(
     if ratio < 1.0:
         raise reader.error("run.depth_bucket_ratio", ratio, "a number >= 1")
     jacobian_probes = _jacobian_probes(reader, run)
+    others = [a for a in network.axes["architecture"].values if a != "mlp"]
+    if jacobian_probes is not None and others:
+        raise reader.error(
+            "run.jacobian",
+            True,
+            f"the Jacobian of architecture 'mlp' only (the sweep runs {others})",
+        )
     threshold = reader.number(classify.get("threshold", 2.0), "classify.threshold")
     if threshold <= 0:
         raise reader.error("classify.threshold", threshold, "a positive number (log10 units)")

@@ -93,7 +93,6 @@ class SweepSpec:
     description: str
     source: str
     text: str
-    architecture: str
     loss: str
     axes: dict[str, Axis]
     sigma_w_given: str | None
@@ -113,6 +112,10 @@ class SweepSpec:
 
     def axis(self, key: str) -> tuple:
         return self.axes[key].values
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return self.axis("architecture")
 
     @property
     def jacobian(self) -> bool:

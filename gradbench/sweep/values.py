@@ -72,13 +72,18 @@ class ValueReader:
             raise self.error(where, value, "a name (a quoted string)")
         return value
 
+    def number_or_name(self, value: object, where: str) -> float | str:
+        """A finite number (as a float) or a name: a scale given as a value or as a rule."""
+        return value if isinstance(value, str) else self.number(value, where)
+
     def choice(self, value: object, where: str, options: tuple[str, ...]) -> str:
         if not isinstance(value, str) or value not in options:
             raise self.error(where, value, f"one of {list(options)}")
         return value
 
     def axis(self, value: object, where: str, *, kind: str, counts: bool = False) -> Axis:
-        """An axis of `kind` "name" (strings), "integer" or "number" (finite), in any accepted form;
+        """An axis of `kind` "name" (strings), "integer", "number" (finite) or "scale_rule" (numbers
+        and names), in any accepted form;
         `counts` also accepts `{count = N}`. Values must be distinct (a repeat repeats configs)."""
         generator = None
         if isinstance(value, dict):
@@ -103,7 +108,12 @@ class ValueReader:
             values = [value]
         if not values:
             raise self.error(where, value, "at least one value (an empty axis makes an empty grid)")
-        check = {"name": self.name, "integer": self.integer, "number": self.number}[kind]
+        check = {
+            "name": self.name,
+            "integer": self.integer,
+            "number": self.number,
+            "scale_rule": self.number_or_name,
+        }[kind]
         checked = tuple(check(v, where) for v in values)
         if len(set(checked)) != len(checked):
             raise self.error(where, values, "distinct values (a repeated value repeats configs)")
