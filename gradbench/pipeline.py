@@ -249,7 +249,7 @@ def build_run(
     """
     order = {cid: i for i, cid in enumerate(configs["config_id"])}
     layers = layers.assign(_order=layers["config_id"].map(order))
-    layers = layers.sort_values(["_order", "layer"], kind="stable", ignore_index=True)
+    layers = layers.sort_values(["_order", "layer", "sublayer"], kind="stable", ignore_index=True)
     layers = layers.drop(columns="_order")
     clock = PhaseClock()
     with clock("tables"):

@@ -14,7 +14,9 @@ from numbers import Real
 
 import numpy as np
 
-SCHEMA_VERSION = 2  # 2: predicted_log10_delta_ratio is the finite-depth mean field
+SCHEMA_VERSION = (
+    3  # 2: predicted_log10_delta_ratio is the finite-depth mean field; 3: architectures
+)
 
 # data/<table>.parquet of every run, and of runs with a [train] section.
 RUN_TABLES = ("configs", "layers", "summary")
@@ -98,9 +100,10 @@ ID_COLUMNS = ("config_id", "group", "replicate", "seed", "train_group")
 # The two spellings of the weight scale: a sweep gives one, the tables hold both.
 SCALE_AXES = ("sigma_w2", "sigma_w")
 
-# layers.parquet: the per-layer log10 statistics, then q and the flag.
-LAYER_STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q")
-LAYER_COLUMNS = ("config_id", "layer", *LAYER_STATS, "q", "flag")
+# layers.parquet: the per-layer log10 statistics, then q and the flag. A row is a (layer, sublayer):
+# sublayer 0 is the layer, residual block or RNN step, 1.. the dense layers of a residual branch.
+LAYER_STATS = ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q", "log10_grad_w_sum")
+LAYER_COLUMNS = ("config_id", "layer", "sublayer", *LAYER_STATS, "q", "flag")
 
 # summary.parquet: every config column, then these.
 MEASURED_COLUMNS = (
@@ -113,6 +116,7 @@ MEASURED_COLUMNS = (
     "log10_delta_last",
     "log10_grad_w_first",
     "log10_grad_w_last",
+    "log10_grad_w_total",
     "log10_q_last",
     "regime",
     "underflow",
@@ -188,7 +192,19 @@ def is_result(column: str) -> bool:
 
 def config_axes(columns) -> list[str]:
     """The columns among `columns` that describe a configuration: not ids, layers or results."""
-    return [c for c in columns if c not in ID_COLUMNS and c != "layer" and not is_result(c)]
+    return [
+        c
+        for c in columns
+        if c not in ID_COLUMNS and c not in ("layer", "sublayer") and not is_result(c)
+    ]
+
+
+def layer_rows(layers):
+    """The rows of a layers table that r, growth rates and regimes are read from: sublayer 0 (the
+    layer, block or step). Tables written before sublayers existed are all such rows."""
+    if "sublayer" not in layers:
+        return layers
+    return layers[layers["sublayer"] == 0]
 
 
 def axis_scale(values) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradbench.schema import Regime, lost_below
+from gradbench.schema import Regime, layer_rows, lost_below
 
 
 def growth_rates(layers: pd.DataFrame, column: str) -> pd.Series:
@@ -37,8 +37,12 @@ def growth_rates(layers: pd.DataFrame, column: str) -> pd.Series:
 
 
 def summarise(configs: pd.DataFrame, layers: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """One row per config: every config column plus ratios, growth rates, flags and regime."""
-    ordered = layers.sort_values(["config_id", "layer"], kind="stable")
+    """One row per config: every config column plus ratios, growth rates, flags and regime.
+
+    r and the growth rates are read from the layer, block or step rows (`schema.layer_rows`); the
+    flags from every row, a residual branch's dense layers included."""
+    every = layers
+    ordered = layer_rows(layers).sort_values(["config_id", "layer"], kind="stable")
     # The first and last *layers* are wanted, NaN included (groupby.first() would skip NaN).
     first = ordered.drop_duplicates("config_id", keep="first").set_index("config_id")
     last = ordered.drop_duplicates("config_id", keep="last").set_index("config_id")
@@ -53,10 +57,14 @@ def summarise(configs: pd.DataFrame, layers: pd.DataFrame, threshold: float) -> 
     stats["log10_delta_last"] = last["log10_delta"]
     stats["log10_grad_w_first"] = first["log10_grad_w"]
     stats["log10_grad_w_last"] = last["log10_grad_w"]
+    # The RNN's shared W: its sum over the steps from the first one up is the whole gradient.
+    stats["log10_grad_w_total"] = (
+        first["log10_grad_w_sum"] if "log10_grad_w_sum" in first else np.nan
+    )
     stats["log10_q_last"] = last["log10_q"]
-    by_config = ordered["config_id"]
-    stats["nonfinite"] = ordered["flag"].eq("nonfinite").groupby(by_config, sort=False).any()
-    lost = ordered["flag"].isin(["underflow", "zero"])
+    by_config = every["config_id"]
+    stats["nonfinite"] = every["flag"].eq("nonfinite").groupby(by_config, sort=False).any()
+    lost = every["flag"].isin(["underflow", "zero"])
     stats["underflow"] = lost.groupby(by_config, sort=False).any()
 
     summary = configs.merge(

@@ -56,7 +56,7 @@ THEORY_TOLERANCE = 1e-6
 
 KEYS = {
     "configs": ("config_id",),
-    "layers": ("config_id", "layer"),
+    "layers": ("config_id", "layer", "sublayer"),
     "summary": ("config_id",),
     "outcomes": ("config_id",),
     "training": ("config_id", "step"),
@@ -287,7 +287,9 @@ def compare_table(
         tolerance: see `Tolerance`.
         kinds: column -> kind (module docstring); default `KINDS[table]`.
     """
-    keys = list(KEYS[table])
+    keys = [k for k in KEYS[table] if k in a.columns or k in b.columns]
+    if "sublayer" in keys:  # a run written before sublayers: all its rows are sublayer 0
+        a, b = (t if "sublayer" in t else t.assign(sublayer=0) for t in (a, b))
     kinds = KINDS[table] if kinds is None else kinds
     columns = [c for c in kinds if c in a.columns and c in b.columns]
     ids_a, ids_b = set(a["config_id"]), set(b["config_id"])

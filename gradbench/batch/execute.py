@@ -37,7 +37,13 @@ from gradbench.engine.chunks import (
     layer_table,
 )
 from gradbench.engine.jacobian import jacobian_table, make_jacobian_kernel
-from gradbench.engine.kernel import make_kernel, make_weight_draw, new_workspace, predrawn
+from gradbench.engine.kernel import (
+    dense_layers,
+    make_kernel,
+    make_weight_draw,
+    new_workspace,
+    predrawn,
+)
 from gradbench.sweep.spec import SweepSpec
 
 
@@ -135,13 +141,13 @@ class Kernels:
             return pd.concat([self.chunk_table(task, h) for h in halves], ignore_index=True)
         if task.measurement == JACOBIAN:
             return jacobian_table(members, plan, raw, kernel_key.width)
-        return layer_table(members, plan, raw, self.spec.measure)
+        return layer_table(kernel_key, members, plan, raw, self.spec.measure)
 
     def weights(self, task: ChunkTask, replicates: np.ndarray):
         """Pre-drawn weights of a chunk's replicates; kept while the next chunks use the same ones."""
         kernel_key = task.kernel_key
         (family,) = kernel_key.init_families
-        shape = (kernel_key.width, kernel_key.depth, family)
+        shape = (kernel_key.width, dense_layers(kernel_key), family)
         key = (*shape, tuple(replicates))
         if self.stack is None or self.stack[0] != key:
             self.stack = None  # free the previous chunk's before drawing

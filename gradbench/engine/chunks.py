@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradbench.engine.decode import decode
+from gradbench.engine.decode import decode, decode_residual
 from gradbench.engine.kernel import Chunk, predrawn, weight_stack_bytes
 from gradbench.engine.model import Branch
 from gradbench.schema import FLAGS, LAYER_STATS
@@ -155,6 +155,10 @@ def chunk_inputs(
         sigma_w=cells("sigma_w", np.dtype(key.dtype)),
         sigma_b=cells("sigma_b", np.dtype(key.dtype)),
         depth=cells("depth", jnp.int32),
+        alpha=cells("alpha", np.dtype(key.dtype)) if key.architecture == "resmlp" else None,
+        input_scale=cells("input_scale", np.dtype(key.dtype))
+        if key.architecture == "rnn"
+        else None,
         branch=Branch(
             activation=scalar(key.activations.index(lane["activation"].iloc[0])),
             init_family=scalar(key.init_families.index(lane["init_family"].iloc[0])),
@@ -164,16 +168,34 @@ def chunk_inputs(
     )
 
 
-def layer_table(members: pd.DataFrame, plan: ChunkPlan, raw, measure_mode: str) -> pd.DataFrame:
-    """Long-form per-layer rows of the real configs of one chunk."""
+def layer_table(
+    key: KernelKey, members: pd.DataFrame, plan: ChunkPlan, raw, measure_mode: str
+) -> pd.DataFrame:
+    """Long-form per-layer rows of the real configs of one chunk: (layer, sublayer) with sublayer 0
+    the layer, block or step itself, and for residual blocks 1..branch_layers their dense layers."""
     depth = members["depth"].to_numpy()[plan.rows]
-    stats = decode(raw.tags, raw.forward, depth, measure=measure_mode)
-    n_layers = stats["flag"].shape[-1]
-    keep = plan.real[..., None] & (np.arange(n_layers) < depth[..., None])
+    if key.architecture == "resmlp":
+        stats = decode_residual(
+            raw.tags,
+            raw.forward,
+            depth,
+            measure=measure_mode,
+            branch_layers=key.branch_layers,
+            pre_norm=key.norm != "none" and key.norm_position == "pre",
+        )
+    else:
+        stats = {
+            k: v[..., None]
+            for k, v in decode(raw.tags, raw.forward, depth, measure=measure_mode).items()
+        }
+    n_layers, n_sub = stats["flag"].shape[-2:]
+    keep = plan.real[..., None, None] & (np.arange(n_layers) < depth[..., None])[..., None]
+    keep = np.broadcast_to(keep, stats["flag"].shape)
     ids = members["config_id"].to_numpy()[plan.rows]
     table = {
-        "config_id": np.broadcast_to(ids[..., None], keep.shape)[keep],
-        "layer": np.broadcast_to(np.arange(1, n_layers + 1), keep.shape)[keep],
+        "config_id": np.broadcast_to(ids[..., None, None], keep.shape)[keep],
+        "layer": np.broadcast_to(np.arange(1, n_layers + 1)[:, None], keep.shape)[keep],
+        "sublayer": np.broadcast_to(np.arange(n_sub), keep.shape)[keep],
     }
     for name in LAYER_STATS:
         table[name] = stats[name][keep]

@@ -142,16 +142,16 @@ def make_jacobian_kernel(key: KernelKey, probes: int, allow_imports: bool = Fals
     forward = make_forward(key, allow_imports)
     passes = make_probe_passes(key, probes, allow_imports)
 
-    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, stack, branch):
+    def one_replicate(seed, replicate, scales, depth, workspace, stack, branch):
         rep_key = replicate_key(seed, replicate)
         shared = shared_draws(rep_key, key.batch, key.width)
         v = probe_draws(rep_key, key.batch, probes, key.width)
 
-        def one_config(sw, sb, d, workspace):
-            saved, _, _ = forward(rep_key, shared, sw, sb, d, workspace, branch, stack)
-            return passes(rep_key, saved.z, v, sw, d, branch, stack)
+        def one_config(scale, d, workspace):
+            saved, _, _ = forward(rep_key, shared, scale, d, workspace, branch, stack)
+            return passes(rep_key, saved.z, v, scale.sigma_w, d, branch, stack)
 
-        return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
+        return jax.vmap(one_config)(scales, depth, workspace)
 
     return over_chunk(one_replicate)
 

@@ -34,11 +34,14 @@ from gradbench.engine.backprop import make_backward
 from gradbench.engine.model import (
     Branch,
     Forward,
+    Scales,
+    first_input,
     make_forward,
     replicate_key,
     shared_draws,
     weight_stack,
 )
+from gradbench.engine.residual import make_residual
 from gradbench.sweep.keys import KernelKey
 
 
@@ -46,7 +49,8 @@ class Chunk(NamedTuple):
     """Dynamic inputs of one kernel call: R replicates x C configs, and one branch for all of them.
 
     `weights` is None, or for a pre-drawn init family the replicates' standard draws from
-    `make_weight_draw` (L = the kernel's workspace depth, `KernelKey.depth`).
+    `make_weight_draw` (D = the kernel's dense layers, `dense_layers`). `alpha` (resmlp) and
+    `input_scale` (rnn) are None for architectures without them.
     """
 
     replicate: Int32[Array, " R"]
@@ -54,14 +58,21 @@ class Chunk(NamedTuple):
     sigma_b: Float[Array, "R C"]
     depth: Int32[Array, "R C"]
     branch: Branch
-    weights: Float32[Array, "R L width width"] | None = None
+    weights: Float32[Array, "R D width width"] | None = None
+    alpha: Float[Array, "R C"] | None = None
+    input_scale: Float[Array, "R C"] | None = None
+
+    @property
+    def scales(self) -> Scales:
+        return Scales(self.sigma_w, self.sigma_b, self.alpha, self.input_scale)
 
 
 class RawStats(NamedTuple):
     """Raw per-layer statistics of a chunk; `gradbench.engine.decode` turns them into log10 norms.
 
-    `tags` holds the `gradbench.engine.layerstats` columns of every layer (L = `KernelKey.depth`);
-    `forward`'s arrays are (R, C, L), its `log_top_scale` (R, C).
+    `tags` holds the `gradbench.engine.layerstats` columns of every layer (L = `KernelKey.depth`;
+    a residual block's are `gradbench.engine.residual`'s); `forward`'s arrays are (R, C, L), its
+    `log_top_scale` (R, C).
     """
 
     tags: Float[Array, "R C L tag"]
@@ -82,14 +93,25 @@ def predrawn(key: KernelKey) -> bool:
     return any(family in registry.PREDRAWN_FAMILIES for family in key.init_families)
 
 
+def dense_layers(key: KernelKey) -> int:
+    """How many (width, width) weight matrices a network of the kernel's depth has: one per layer, per
+    dense layer of each residual branch, and the RNN's one shared W."""
+    if key.architecture == "rnn":
+        return 1
+    if key.architecture == "resmlp":
+        return key.depth * key.branch_layers
+    return key.depth
+
+
 def weight_stack_bytes(key: KernelKey) -> int:
-    """Bytes of one replicate's pre-drawn weights: key.depth float32 (width, width) matrices."""
-    return 4 * key.depth * key.width**2
+    """Bytes of one replicate's pre-drawn weights: `dense_layers` float32 (width, width) matrices."""
+    return 4 * dense_layers(key) * key.width**2
 
 
 @functools.cache
 def make_weight_draw(width: int, depth: int, init_family: str):
-    """The jitted `draw(seed, replicates) -> (R, depth, width, width)` standard draws, float32.
+    """The jitted `draw(seed, replicates) -> (R, depth, width, width)` standard draws, float32, of
+    `depth` dense layers (`dense_layers`).
 
     Run on its own, not inside the sharded kernel: its QR then has XLA:CPU's thread pool to itself.
     """
@@ -108,37 +130,38 @@ def make_kernel(key: KernelKey, allow_imports: bool = False):
     """The jitted `kernel(seed, chunk, workspace) -> (RawStats, workspace)` for one KernelKey (compiled
     once per chunk shape). `workspace` (see `new_workspace`) is donated: pass the one the previous call
     returned."""
-    forward = make_forward(key, allow_imports)
-    backward = make_backward(key, allow_imports)
+    if key.architecture == "resmlp":
+        forward, backward = make_residual(key, allow_imports)
+    else:
+        forward, backward = make_forward(key, allow_imports), make_backward(key, allow_imports)
 
-    def one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, stack, branch):
+    def one_replicate(seed, replicate, scales, depth, workspace, stack, branch):
         rep_key = replicate_key(seed, replicate)
         shared = shared_draws(rep_key, key.batch, key.width)
 
-        def one_config(sw, sb, d, workspace):
-            saved, facts, top_grad = forward(rep_key, shared, sw, sb, d, workspace, branch, stack)
-            x = shared.x.astype(saved.z.dtype)
-            tags = backward(rep_key, x, saved, top_grad, sw, d, branch, stack)
+        def one_config(scale, d, workspace):
+            saved, facts, top_grad = forward(rep_key, shared, scale, d, workspace, branch, stack)
+            x = first_input(key, shared).astype(saved.z.dtype)
+            tags = backward(rep_key, x, saved, top_grad, scale, d, branch, stack)
             return RawStats(tags, facts), saved.z
 
-        return jax.vmap(one_config)(sigma_w, sigma_b, depth, workspace)
+        return jax.vmap(one_config)(scales, depth, workspace)
 
     return over_chunk(one_replicate)
 
 
 def over_chunk(one_replicate):
     """The jitted `kernel(seed, chunk, workspace) -> (stats, workspace)` that runs
-    `one_replicate(seed, replicate, sigma_w, sigma_b, depth, workspace, weights, branch)` on every
-    replicate row of a `Chunk`. The workspace is donated; the branch is not vmapped: a batched
-    switch index would run every branch."""
+    `one_replicate(seed, replicate, scales, depth, workspace, weights, branch)` on every replicate
+    row of a `Chunk` (`scales`: its `Scales`). The workspace is donated; the branch is not vmapped:
+    a batched switch index would run every branch."""
 
     @functools.partial(jax.jit, donate_argnums=2)
     def kernel(seed, chunk: Chunk, workspace: jax.Array):
-        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, 0, None))(
+        return jax.vmap(one_replicate, in_axes=(None, 0, 0, 0, 0, 0, None))(
             seed,
             chunk.replicate,
-            chunk.sigma_w,
-            chunk.sigma_b,
+            chunk.scales,
             chunk.depth,
             workspace,
             chunk.weights,

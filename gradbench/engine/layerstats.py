@@ -17,9 +17,11 @@ import jax.numpy as jnp
 from gradbench.engine.precision import PRECISION
 from gradbench.schema import lost_below
 
-# Order of the statistics in a tag vector.
-LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY_DELTA, TINY_INPUT = range(5)
+# Order of the statistics in a tag vector; the RNN's have one more (`gradbench.engine.backprop`).
+LOG_DELTA, LOG_GRAD_W, LOG_GRAD_B, TINY_DELTA, TINY_INPUT, LOG_GRAD_W_SUM = range(6)
 N_TAG = 5
+# A residual block's first two tags, before its dense layers' (`gradbench.engine.residual`).
+STREAM_LOG, STREAM_TINY = range(2)
 
 
 class UnitNorm(NamedTuple):

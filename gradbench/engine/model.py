@@ -1,9 +1,14 @@
-"""The fully connected network: its common random numbers and its forward pass in scaled frames.
+"""The fully connected and the recurrent network: common random numbers and the forward pass in frames.
 
 Common random numbers: layer l's standard draws Z_l, beta_l depend only on (seed, replicate, layer index,
 shape), drawn in float32 whatever the compute dtype. A config uses W_l = sigma_w / sqrt(width) Z_l and
 b_l = sigma_b beta_l, so a depth-L net is the prefix of a deeper one and every config of a replicate
 shares one matrix product per layer (rows = configs x batch).
+
+The RNN (`architecture = "rnn"`) is the same loop with one shared layer: step t computes
+z_t = W h_{t-1} + U x_t + b with the draws of layer 0 for every step, h_0 = 0, and a fresh input
+x_t (`sequence_draw`) through U = input_scale / sqrt(width) Z_U (`input_weight_draw`). Residual
+networks have their own passes (`gradbench.engine.residual`) on the same draws (`dense_index`).
 
 Frames: the forward pass may carry h_l = exp(s_l) * h_hat_l with h_hat_l of unit RMS. For positively
 homogeneous activations phi(exp(s) z) = exp(s) phi(z), so this changes nothing but the range of the
@@ -104,6 +109,16 @@ def shared_draws(rep_key: jax.Array, batch: int, width: int) -> Shared:
     )
 
 
+class Scales(NamedTuple):
+    """One config's continuous settings, dynamic in the kernel: the weight and bias scales, the
+    residual branch scale alpha (resmlp) and the input scale (rnn); each () or (configs,)."""
+
+    sigma_w: jax.Array
+    sigma_b: jax.Array
+    alpha: jax.Array | None = None
+    input_scale: jax.Array | None = None
+
+
 class Forward(NamedTuple):
     """Per-layer forward facts (leading axis: layer) and the frame scale of the loss gradient."""
 
@@ -121,6 +136,11 @@ class Saved(NamedTuple):
 
     z: jax.Array  # (depth, batch, width) z_hat_l
     log_rms: jax.Array  # (depth,) log_rms_l, the frame step of layer l
+
+
+def first_input(key: KernelKey, shared: Shared) -> jax.Array:
+    """The first layer's input h_0: the inputs x, or for the RNN its initial state 0."""
+    return jnp.zeros_like(shared.x) if key.architecture == "rnn" else shared.x
 
 
 def uses_frames(measure: str, phi: registry.Activation) -> bool:
@@ -163,9 +183,10 @@ def make_standard_weight(key: KernelKey):
 
 
 def make_forward(key: KernelKey, allow_imports: bool = False):
-    """Builds `forward(rep_key, shared, sigma_w, sigma_b, depth, workspace, branch, stack)`.
+    """Builds `forward(rep_key, shared, scales, depth, workspace, branch, stack)` (mlp and rnn).
 
-    One config's forward pass over `branch.n_layers` layers, returning `(Saved, Forward, top_grad)`;
+    One config's forward pass over `branch.n_layers` layers (RNN steps), returning
+    `(Saved, Forward, top_grad)`;
     `top_grad` is d J_hat / d h_hat_top, the loss gradient in the frame of the last layer (probe loss
     J = mean_b <u_b, W_out h_b>, or mse J = mean_b ||W_out h_b - t_b||^2 / 2). Layers at index >=
     depth are identity. `workspace`, a (key.depth, batch, width) array whose contents do not matter,
@@ -194,22 +215,37 @@ def make_forward(key: KernelKey, allow_imports: bool = False):
         return branch
 
     branches = [activate(phi) for phi in activations(key, allow_imports)]
+    recurrent = key.architecture == "rnn"
 
-    def forward(rep_key, shared: Shared, sigma_w, sigma_b, depth, workspace, branch, stack=None):
-        weight_scale = (sigma_w / math.sqrt(width)).astype(dtype)
-        sigma_b = sigma_b.astype(dtype)
+    def forward(rep_key, shared: Shared, scales: Scales, depth, workspace, branch, stack=None):
+        weight_scale = (scales.sigma_w / math.sqrt(width)).astype(dtype)
+        sigma_b = scales.sigma_b.astype(dtype)
         # Drawn before the loop: inside it XLA would fuse the draw into the per-element loop that adds
         # the bias, evaluating it once per row (configs x batch) instead of once.
-        indices = jnp.arange(key.depth)
+        indices = jnp.arange(1 if recurrent else key.depth)
         betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width).astype(dtype)
+        if recurrent:
+            input_weights = input_weight_draw(rep_key, width).astype(dtype)
+            input_scale = (scales.input_scale / math.sqrt(width)).astype(dtype)
+
+        def injected(index, s):
+            """What a layer adds to W h_{l-1}, in the frame of h_{l-1}: the bias, and for the RNN U x_t.
+
+            In the frame h = exp(s) h_hat it reads b exp(-s); skip the product when b = 0 so that
+            exp(-s) overflowing never turns 0 into NaN."""
+            if not recurrent:
+                return jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * betas[index][None, :]
+            # U x_t is the same for every config of the replicate: one product per step.
+            x_t = sequence_draw(rep_key, index, batch, width).astype(dtype)
+            drive = input_scale * jnp.matmul(x_t, input_weights.T, precision=precision)
+            drive = drive + sigma_b * betas[0][None, :]
+            return jnp.where(jnp.any(drive != 0), drive * jnp.exp(-s), 0.0)
 
         def layer(index, carry):
             h, s, workspace, facts = carry
-            z_std = weight(rep_key, index, branch.init_family, stack)
-            # In the frame h = exp(s) h_hat the bias reads b exp(-s); skip the product when b = 0 so
-            # that exp(-s) overflowing never turns 0 into NaN.
-            bias = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-s), 0.0) * betas[index][None, :]
-            z = weight_scale * jnp.matmul(h, z_std.astype(dtype).T, precision=precision) + bias
+            z_std = weight(rep_key, dense_index(key.architecture, index), branch.init_family, stack)
+            z = weight_scale * jnp.matmul(h, z_std.astype(dtype).T, precision=precision)
+            z = z + injected(index, s)
             z_norm = unit_norm(z)
             log_q = 2 * z_norm.log_norm - log_size + 2 * s
             h_next, log_rms = jax.lax.switch(branch.activation, branches, z)
@@ -222,7 +258,7 @@ def make_forward(key: KernelKey, allow_imports: bool = False):
             h_next, s_next = jnp.where(active, h_next, h), jnp.where(active, s + log_rms, s)
             return h_next, s_next, workspace, facts
 
-        x = shared.x.astype(dtype)
+        x = first_input(key, shared).astype(dtype)
         start = (x, jnp.zeros((), dtype), workspace, jnp.zeros((4, key.depth), dtype))
         h_top, s_top, z, facts = jax.lax.fori_loop(0, branch.n_layers, layer, start)
         log_rms, log_q, tiny_z, log_h_scale = facts

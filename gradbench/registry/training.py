@@ -101,17 +101,23 @@ def _clip_value(threshold):
     return optax.clip(threshold)
 
 
+# The trainer's parameters stacked over dense layers (`gradbench.training.network.init_params`).
+STACKED_PARAMETERS = ("w", "b")
+
+
 def _clip_adaptive(threshold):
     import optax
 
-    # The trainer's hidden weights are stacked (L, in, out) and its biases (L, out): their units (one
-    # per output neuron of one layer; one per layer's bias vector) are reduced over axis 1 only.
+    # The trainer's dense weights are stacked (layers, in, out) and its biases (layers, out): their
+    # units (one per output neuron of one layer; one per layer's bias vector) are reduced over axis 1
+    # only. The other parameters (readout (width, outputs), the RNN's input weights (inputs, width))
+    # are single matrices, with optax's default units: one per output neuron.
     return optax.partition(
         {
             "stacked": optax.adaptive_grad_clip(threshold, ADAPTIVE_EPS, axis=1),
             "plain": optax.adaptive_grad_clip(threshold, ADAPTIVE_EPS),
         },
-        {"w": "stacked", "b": "stacked", "readout": "plain"},
+        lambda params: {k: "stacked" if k in STACKED_PARAMETERS else "plain" for k in params},
     )
 
 
@@ -149,10 +155,16 @@ class Task(NamedTuple):
         name: registry name.
         description: one line.
         classification: targets are integer labels and the loss is softmax cross-entropy;
-            otherwise targets are real and the loss is half the mean squared error.
+            otherwise targets are real and the loss is `mse_factor` times the mean squared error.
         max_samples: the size of a fixed data set; None when any number can be generated.
         requires: the pip package the task needs beyond gradbench's dependencies, or None.
         requires_module: the module whose import tells whether `requires` is installed.
+        architectures: the architectures (`ARCHITECTURES`) that train on it.
+        sequence_features: 0 for inputs of the network's width; otherwise inputs are sequences of
+            this many features, one step per step of the network: as many as the config's depth.
+        min_depth: the shortest sequence the task is defined for.
+        mse_factor: the regression loss's factor: 1/2 (a Gaussian likelihood's convention) or 1
+            (the plain mean squared error that the task's literature reports).
     """
 
     name: str
@@ -161,6 +173,10 @@ class Task(NamedTuple):
     max_samples: int | None = None
     requires: str | None = None
     requires_module: str | None = None
+    architectures: tuple[str, ...] = ("mlp", "resmlp")
+    sequence_features: int = 0
+    min_depth: int = 1
+    mse_factor: float = 0.5
 
     def available(self) -> bool:
         """Whether the task can run here: its optional package imports (no JAX is imported)."""
@@ -185,6 +201,15 @@ TASKS: dict[str, Task] = {
             max_samples=1797,
             requires="scikit-learn",
             requires_module="sklearn.datasets",
+        ),
+        Task(
+            "adding",
+            "the adding problem (Hochreiter & Schmidhuber 1997): sum the two marked values (rnn)",
+            False,
+            architectures=("rnn",),
+            sequence_features=2,
+            min_depth=2,
+            mse_factor=1.0,
         ),
     ]
 }

@@ -8,11 +8,18 @@
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes; shipped inside the
   scikit-learn wheel, no download), features standardised, then mapped to the network width by a
   fixed random projection (the identity when width = 64). Needs scikit-learn installed.
+- `adding`: the adding problem (Hochreiter & Schmidhuber 1997) in the variant of Le et al. (2015)
+  and Arjovsky et al. (2016), for the RNN: sequences of T steps of 2 features, a value ~ U(0, 1)
+  and a marker that is 1 at exactly two steps, one uniform in the first half [0, T // 2) and one in
+  the second [T // 2, T), else 0; the target is the sum of the two marked values. Loss: the plain
+  mean squared error, whose baseline (predicting the mean) is the target's variance, 1/6.
 
 The task names, and what each needs to run, are `gradbench.registry.TASKS`; `GENERATORS` holds the
-data generator of each. A task depends only on (seed, task, samples, width, outputs): every
-configuration, replicate and optimiser of a sweep trains on the same data, so differences between
-configs are never data noise.
+data generator of each. A task depends only on (seed, task, samples, width, outputs), and a
+sequence task on its length T, the config's depth, instead of the width: every configuration,
+replicate and optimiser of a sweep (of one depth, for a sequence task) trains on the same data, so
+differences between configs are never data noise. The sequences of each length are drawn apart
+(stream `fold_in(..., T)`): length T is no prefix of a longer one.
 """
 
 from __future__ import annotations
@@ -36,7 +43,12 @@ DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
 
 
 class TaskData(NamedTuple):
-    """Inputs `x` (samples, width) and targets: (samples, outputs) floats or (samples,) int labels."""
+    """Inputs `x` (samples, width) and targets: (samples, outputs) floats or (samples,) int labels.
+
+    A sequence task's inputs are (samples, T, features); the trainer of a depth bucket gets the data
+    of every depth it trains stacked (`sequences`): (lengths, samples, T_max, features) and
+    (lengths, samples, outputs).
+    """
 
     x: jax.Array
     target: jax.Array
@@ -52,17 +64,45 @@ class TaskKeys(NamedTuple):
 
 
 def outputs_of(task: str, outputs: int) -> int:
-    """Width of the network's readout for `task` (digits always has 10 classes)."""
-    return DIGITS_CLASSES if task == "digits" else outputs
+    """Width of the network's readout for `task` (digits always has 10 classes, adding 1 output)."""
+    return {"digits": DIGITS_CLASSES, "adding": 1}.get(task, outputs)
 
 
 def make_task(
-    task: str, *, seed: int, samples: int, width: int, outputs: int, dtype=jnp.float32
+    task: str,
+    *,
+    seed: int,
+    samples: int,
+    width: int,
+    outputs: int,
+    length: int | None = None,
+    dtype=jnp.float32,
 ) -> TaskData:
-    """The data set of `task` (see the module docstring); deterministic in its arguments."""
+    """The data set of `task` (see the module docstring); deterministic in its arguments.
+
+    `length`: the sequence length T of a sequence task (`registry.Task.sequence_features`).
+    """
+    if registry.TASKS[task].sequence_features and length is None:
+        raise ValueError(f"task {task!r} needs a sequence length")
     key = jax.random.fold_in(jax.random.key(int(seed)), TASK_SALT)
     keys = TaskKeys(*jax.random.split(key, 4))
-    return GENERATORS[task](keys, samples, width, outputs, dtype)
+    return GENERATORS[task](keys, samples, width, outputs, length, dtype)
+
+
+def sequences(
+    task: str, *, seed: int, samples: int, lengths, steps: int, dtype=jnp.float32
+) -> TaskData:
+    """The data of a sequence task for each of `lengths`, stacked and zero-padded to `steps` steps:
+    x (len(lengths), samples, steps, features). The network reads sequence i for exactly
+    `lengths[i]` steps, so the padding is never seen."""
+    xs, targets = [], []
+    for length in lengths:
+        data = make_task(
+            task, seed=seed, samples=samples, width=0, outputs=1, length=int(length), dtype=dtype
+        )
+        xs.append(jnp.pad(data.x, ((0, 0), (0, steps - int(length)), (0, 0))))
+        targets.append(data.target)
+    return TaskData(jnp.stack(xs), jnp.stack(targets))
 
 
 def _teacher_scores(keys: TaskKeys, samples: int, width: int, outputs: int):
@@ -73,19 +113,21 @@ def _teacher_scores(keys: TaskKeys, samples: int, width: int, outputs: int):
     return x, jnp.tanh(x @ u) @ v
 
 
-def _teacher(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
+def _teacher(keys: TaskKeys, samples: int, width: int, outputs: int, length, dtype) -> TaskData:
     x, scores = _teacher_scores(keys, samples, width, outputs)
     mean, std = scores.mean(0, keepdims=True), scores.std(0, keepdims=True)
     target = (scores - mean) / jnp.maximum(std, 1e-12)
     return TaskData(x.astype(dtype), target.astype(dtype))
 
 
-def _classification(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
+def _classification(
+    keys: TaskKeys, samples: int, width: int, outputs: int, length, dtype
+) -> TaskData:
     x, scores = _teacher_scores(keys, samples, width, outputs)
     return TaskData(x.astype(dtype), jnp.argmax(scores, axis=1).astype(jnp.int32))
 
 
-def _digits(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> TaskData:
+def _digits(keys: TaskKeys, samples: int, width: int, outputs: int, length, dtype) -> TaskData:
     from sklearn.datasets import load_digits  # bundled with the package: no download
 
     images, labels = load_digits(return_X_y=True)
@@ -100,31 +142,49 @@ def _digits(keys: TaskKeys, samples: int, width: int, outputs: int, dtype) -> Ta
     return TaskData(jnp.asarray(x, dtype), jnp.asarray(labels[order], jnp.int32))
 
 
+def _adding(keys: TaskKeys, samples: int, width: int, outputs: int, length, dtype) -> TaskData:
+    values_key, first_key, second_key = jax.random.split(jax.random.fold_in(keys.x, length), 3)
+    values = jax.random.uniform(values_key, (samples, length), jnp.float32)
+    half = length // 2
+    first = jax.random.randint(first_key, (samples, 1), 0, half)
+    second = jax.random.randint(second_key, (samples, 1), half, length)
+    step = jnp.arange(length)[None, :]
+    markers = ((step == first) | (step == second)).astype(jnp.float32)
+    x = jnp.stack([values, markers], axis=-1).astype(dtype)
+    target = jnp.sum(x[..., 0] * x[..., 1], axis=1, keepdims=True)
+    return TaskData(x, target)
+
+
 # The data generator of each task of `gradbench.registry.TASKS`: (keys, samples, width, outputs,
-# dtype) -> TaskData.
+# length, dtype) -> TaskData; `length` is a sequence task's T (None for the others).
 GENERATORS: dict[str, Callable[..., TaskData]] = {
     "teacher": _teacher,
     "classification": _classification,
     "digits": _digits,
+    "adding": _adding,
 }
 
 
 def loss(task: str, y: jax.Array, target: jax.Array) -> jax.Array:
     """The task's training loss of outputs `y` (examples, outputs) against `target`."""
-    if registry.TASKS[task].classification:
+    spec = registry.TASKS[task]
+    if spec.classification:
         return optax.softmax_cross_entropy_with_integer_labels(y, target).mean()
-    return 0.5 * jnp.mean(jnp.square(y - target))
+    return spec.mse_factor * jnp.mean(jnp.square(y - target))
 
 
 def baseline_loss(task: str, data: TaskData) -> float:
     """The loss of the best input-independent prediction: what a net that learned nothing reaches.
 
-    Regression: predict the target mean (0.5 mean of the centred squares; 0.5 for `teacher`, whose
-    targets are standardised). Classification: predict the class frequencies (their entropy).
+    Regression: predict the target mean (the loss's factor times the mean of the centred squares:
+    0.5 for `teacher`, whose targets are standardised; the targets' variance, about 1/6, for
+    `adding`). Classification: predict the class frequencies (their entropy). `data` is one data
+    set, not a stack of `sequences`.
     """
     target = np.asarray(data.target)
-    if registry.TASKS[task].classification:
+    spec = registry.TASKS[task]
+    if spec.classification:
         freq = np.bincount(target) / target.size
         freq = freq[freq > 0]
         return float(-(freq * np.log(freq)).sum())
-    return float(0.5 * np.mean(np.square(target - target.mean(0))))
+    return float(spec.mse_factor * np.mean(np.square(target - target.mean(0))))
