@@ -77,7 +77,13 @@ KINDS = {
     "layers": {**dict.fromkeys(STATS, "log10"), "q": "relative", "flag": "exact"},
     "summary": {
         **dict.fromkeys(
-            ["log10_delta_first", "log10_delta_last", "log10_grad_w_first", "log10_grad_w_last"],
+            [
+                "log10_delta_first",
+                "log10_delta_last",
+                "log10_grad_w_first",
+                "log10_grad_w_last",
+                "log10_grad_w_total",
+            ],
             "log10",
         ),
         "log10_q_last": "log10",

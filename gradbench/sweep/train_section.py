@@ -3,6 +3,8 @@ every network with, on which task, for how many steps.
 
 `optimizer`, `lr`, `clip` and `clip_threshold` are axes; the rest are settings shared by every run.
 `clip_threshold` is one axis for every clipping rule in `clip`, or a table of one axis per rule.
+Which architectures train on a task, and how short its sequences may be, depend on the `[axes]` too:
+`check_task` (called once both are read).
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ def read_train(reader: ValueReader, table: dict) -> TrainSpec:
     task = reader.choice(table.get("task", "teacher"), "train.task", TASKS)
     if task == "digits":
         if not registry.TASKS["digits"].available():
+            others = ", ".join(repr(t) for t in TASKS if t != "digits")
             raise reader.error(
                 "train.task",
                 task,
-                "'teacher' or 'classification'; 'digits' needs scikit-learn installed "
+                f"{others}; 'digits' needs scikit-learn installed "
                 "(pip install scikit-learn: its digits are bundled, nothing is downloaded)",
             )
     samples = reader.integer(table.get("samples", 256), "train.samples", minimum=1)
@@ -89,6 +92,31 @@ def read_train(reader: ValueReader, table: dict) -> TrainSpec:
         trained_below=below,
         chunk_size=chunk_size,
     )
+
+
+def check_task(reader: ValueReader, task: str, architectures, depths) -> None:
+    """Refuses a [train] task that some architecture of the sweep does not train on
+    (`registry.Task.architectures`: the rnn trains on the adding problem only, and only it does), or
+    a depth below the task's shortest sequence (`registry.Task.min_depth`)."""
+    wrong = [a for a in architectures if a not in registry.TASKS[task].architectures]
+    if wrong:
+        fitting = {
+            a: [t for t in TASKS if a in registry.TASKS[t].architectures] for a in architectures
+        }
+        allowed = "a task of every architecture the sweep trains: " + "; ".join(
+            f"{a}: {names}" for a, names in fitting.items()
+        )
+        if len(architectures) > 1 and not set.intersection(*map(set, fitting.values())):
+            allowed += " (none fits all of them: train them in separate sweeps)"
+        raise reader.error("train.task", task, allowed)
+    shortest = registry.TASKS[task].min_depth
+    too_short = sorted(d for d in depths if d < shortest)
+    if too_short:
+        raise reader.error(
+            "axes.depth",
+            too_short[0],
+            f"depths >= {shortest} with train.task {task!r} (its sequences are depth steps long)",
+        )
 
 
 def _clip_rules(reader: ValueReader, table: dict) -> tuple[tuple[str, tuple[float, ...]], ...]:

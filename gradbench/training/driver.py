@@ -3,7 +3,8 @@ sharded over this process's devices, with progress and per-group compile and run
 
 The trainer itself (`gradbench.training.trainer`) sees one chunk at a time; this module decides which
 chunks exist, builds their inputs and the data and draws they share, and hands the raw records to
-`gradbench.training.tables`.
+`gradbench.training.tables`. A sequence task's data depend on the sequence length, the config's
+depth: a group gets the data sets of every depth it holds, stacked (`datasets.sequences`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gradbench import registry
 from gradbench.batch.progress import Progress
 from gradbench.engine import compilation_cache
 from gradbench.engine.chunks import config_mesh
@@ -25,7 +27,7 @@ from gradbench.sweep import grid
 from gradbench.sweep.keys import TrainKey
 from gradbench.sweep.spec import SweepSpec
 from gradbench.training import datasets
-from gradbench.training.network import Draws, draws
+from gradbench.training.network import Draws, dense_layers, draws
 from gradbench.training.tables import Training, training_tables
 from gradbench.training.trainer import TrainInputs, make_trainer
 
@@ -45,8 +47,10 @@ def configs_per_trainer_call(key: TrainKey, override: int | None, devices: int =
         size = override
     else:
         s = key.static
-        params = s.depth * (s.width * s.width + s.width) + s.width * key.outputs
-        floats = 6 * params + 4 * key.batch * s.width * s.depth
+        # dense layers per block; the rnn's per-step copies of its W (`recurrent`) count as depth
+        layers = s.depth * max(1, s.branch_layers)
+        params = layers * (s.width * s.width + s.width) + s.width * key.outputs
+        floats = 6 * params + 4 * key.batch * s.width * layers
         size = min(MAX_TRAIN_CHUNK, max(1, TRAIN_CHUNK_BYTES // (4 * floats)))
     return -(-size // devices) * devices
 
@@ -82,31 +86,40 @@ def train_configs(
     seed = np.uint32(spec.seed)
     dtype = np.dtype(spec.dtype)
     replicates = np.sort(configs["replicate"].unique())
-    deepest = int(configs["depth"].max())
+    groups = grid.train_groups(configs, spec)
+    # Each kind of draws is made once, as deep as its deepest group needs.
+    deepest: dict[tuple, int] = {}
+    for key, _ in groups:
+        draw_id = _draw_id(key.static)
+        deepest[draw_id] = max(deepest.get(draw_id, 0), dense_layers(key.static))
+    features = registry.TASKS[train.task].sequence_features or None
     data, stacks = {}, {}
     wanted = pd.Index(configs["config_id"] if only is None else only)
     bar = Progress(len(wanted), enabled=progress)
     records, facts = [], []
     with jax.enable_x64(True) if spec.dtype == "float64" else contextlib.nullcontext():
-        for key, members in grid.train_groups(configs, spec):
+        for key, members in groups:
             if not members["config_id"].isin(wanted).any():
                 continue
             static = key.static
+            lengths = np.sort(members["depth"].unique()) if features else None
             task_id = (key.task, key.samples, static.width, key.outputs)
+            if features:
+                task_id += (static.depth, *lengths)
             if task_id not in data:
-                data[task_id] = datasets.make_task(
-                    key.task,
-                    seed=spec.seed,
-                    samples=key.samples,
-                    width=static.width,
-                    outputs=key.outputs,
-                    dtype=dtype,
-                )
-            draw_id = (static.width, static.init_family)
+                data[task_id] = _task_data(key, spec.seed, lengths, dtype)
+            draw_id = _draw_id(static)
             if draw_id not in stacks:
-                stacks[draw_id] = draws(spec.seed, replicates, *draw_id[:1], deepest, draw_id[1])
-            full = stacks[draw_id]
-            stack = Draws(full.z[:, : static.depth], full.beta[:, : static.depth], full.readout)
+                width, family, rnn = draw_id
+                stacks[draw_id] = draws(
+                    spec.seed,
+                    replicates,
+                    width,
+                    deepest[draw_id],
+                    family,
+                    features if rnn else None,
+                )
+            stack = _prefix(stacks[draw_id], static)
             trainer = make_trainer(key, allow_imports)
             size = configs_per_trainer_call(key, train.chunk_size, mesh.size)
             size = min(size, -(-len(members) // mesh.size) * mesh.size)
@@ -117,8 +130,10 @@ def train_configs(
                 if not part["config_id"].isin(wanted).any():
                     continue
                 rows = np.minimum(np.arange(size), len(part) - 1)  # pad with repeats
-                inputs = _inputs(part.iloc[rows], replicates, key.clips, dtype, sharded)
-                args = (seed, data[task_id], stack, inputs)
+                config_inputs = _inputs(
+                    part.iloc[rows], replicates, key.clips, lengths, dtype, sharded
+                )
+                args = (seed, data[task_id], stack, config_inputs)
                 compiled = _EXECUTABLES.get(
                     _executable_key(key, allow_imports, args),
                     functools.partial(trainer.lower, *args),
@@ -130,7 +145,7 @@ def train_configs(
                 fact["chunks"] += 1
                 n = len(part)
                 raw = jax.tree.map(lambda a: a[:n], raw)  # noqa: B023 (used at once)
-                records.append((part, raw, datasets.baseline_loss(key.task, data[task_id])))
+                records.append((part, raw, _baselines(key.task, data[task_id], part, lengths)))
                 bar.update(int(part["config_id"].isin(wanted).sum()), f"train {key.label}")
             facts.append(fact)
     return training_tables(records, train.steps, train.log_every, train.trained_below, facts)
@@ -144,9 +159,53 @@ def _executable_key(key: TrainKey, allow_imports: bool, args: tuple) -> tuple:
     return (key, allow_imports, jax.config.jax_enable_x64, shapes)
 
 
-def _inputs(rows: pd.DataFrame, replicates: np.ndarray, clips, dtype, sharding) -> TrainInputs:
+def _task_data(key: TrainKey, seed: int, lengths, dtype) -> datasets.TaskData:
+    """A group's task data: one data set, or for a sequence task one per length, stacked and padded
+    to the group's deepest config."""
+    if lengths is None:
+        return datasets.make_task(
+            key.task,
+            seed=seed,
+            samples=key.samples,
+            width=key.static.width,
+            outputs=key.outputs,
+            dtype=dtype,
+        )
+    return datasets.sequences(
+        key.task, seed=seed, samples=key.samples, lengths=lengths, steps=key.static.depth,
+        dtype=dtype,
+    )  # fmt: skip
+
+
+def _baselines(task: str, data: datasets.TaskData, part: pd.DataFrame, lengths):
+    """The baseline loss of a chunk's configs: the task's, or for a sequence task each config's
+    own length's."""
+    if lengths is None:
+        return datasets.baseline_loss(task, data)
+    per_length = np.array([
+        datasets.baseline_loss(task, datasets.TaskData(x, target))
+        for x, target in zip(data.x, data.target, strict=True)
+    ])  # fmt: skip
+    return per_length[np.searchsorted(lengths, part["depth"].to_numpy())]
+
+
+def _draw_id(static) -> tuple:
+    """What a network's draws depend on: width, init family, and for the rnn its input weights."""
+    return static.width, static.init_family, static.architecture == "rnn"
+
+
+def _prefix(full: Draws, static) -> Draws:
+    """The draws a group's trainer uses: its dense layers' prefix of the deepest stack."""
+    n = dense_layers(static)
+    return full._replace(z=full.z[:, :n], beta=full.beta[:, :n])
+
+
+def _inputs(
+    rows: pd.DataFrame, replicates: np.ndarray, clips, lengths, dtype, sharding
+) -> TrainInputs:
     """The trainer inputs of a chunk's config rows, sharded over the config axis. `draw` indexes
-    `replicates`, `rule` the TrainKey's `clips`."""
+    `replicates`, `rule` the TrainKey's `clips`, `sequence` the group's sequence `lengths` (0
+    without a sequence task)."""
 
     def put(column, kind, fill=None):
         values = rows[column].to_numpy(dtype=float if fill is not None else None)
@@ -164,4 +223,12 @@ def _inputs(rows: pd.DataFrame, replicates: np.ndarray, clips, dtype, sharding) 
         lr=put("lr", dtype),
         threshold=put("clip_threshold", dtype, fill=1.0),  # unused by clip = "none"
         rule=jax.device_put(np.array([clips.index(c) for c in rows["clip"]], np.int32), sharding),
+        alpha=put("alpha", dtype, fill=1.0),  # NaN outside resmlp, which alone reads it
+        input_scale=put("input_scale", dtype),
+        sequence=jax.device_put(
+            np.zeros(len(rows), np.int32)
+            if lengths is None
+            else np.searchsorted(lengths, rows["depth"].to_numpy()).astype(np.int32),
+            sharding,
+        ),
     )

@@ -18,8 +18,8 @@ deeper bucket as it would alone.
 
 Each network's `value_and_grad` also returns per-layer gradient norms, one per row of
 training_layers.parquet: ||dL/dW_l||_F and ||dL/db_l|| of MLP layer l; of residual block l, the norms
-of its branch's dense layers together; of RNN step t, those of the step's own use of the shared
-parameters (`gradbench.training.recurrent`).
+of its branch's dense layers together; of RNN step t, those of the step's own use of the shared W and
+b (`gradbench.training.recurrent`). They mean what the rows of layers.parquet (sublayer 0) mean.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ def normalise(a, norm: str) -> jax.Array:
     if norm == "layernorm":
         a = a - jnp.mean(a, axis=-1, keepdims=True)
     mean_square = jnp.mean(jnp.square(a), axis=-1, keepdims=True)
-    # 0 / 1 instead of 0 / 0: the zero row's forward value and gradient stay finite.
-    return a / jnp.sqrt(jnp.where(mean_square > 0, mean_square, 1))
+    usable = mean_square > 0  # the inner where keeps 0 / 0 out of the gradient too
+    return jnp.where(usable, a * jax.lax.rsqrt(jnp.where(usable, mean_square, 1.0)), 0.0)
 
 
 def apply_residual(static: StaticKey, params: dict, x, depth, alpha, phi) -> jax.Array:

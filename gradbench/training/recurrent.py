@@ -13,8 +13,9 @@ padding (`datasets.sequences`) that never reaches h.
 Per-step gradients: a shared parameter's loss gradient is the sum over steps of the gradient of that
 step's use of it. `value_and_grad` differentiates the network unrolled with untied per-step copies
 (W_t, U_t, b_t), so that one backward pass gives both: the shared gradient, their sum, and the norms
-of training_layers.parquet's `layer` t, ||(dL/dW_t, dL/dU_t)||_F (the step's weights together:
-dL/dW_1 is 0 since h_0 = 0) and ||dL/db_t||.
+of training_layers.parquet's `layer` t, ||dL/dW_t||_F = ||delta_t^T h_{t-1}||_F and ||dL/db_t||, as
+the gradient sweep's layers table has them (`gradbench.engine.backprop`). dL/dW_1 is exactly 0,
+since h_0 = 0; U's gradient enters the global norms only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from gradbench.engine.precision import PRECISION
+
 
 def input_weights(z_u, input_scale, dtype) -> jax.Array:
     """U^T (inputs, width), U = input_scale / sqrt(inputs) Z_U, from Z_U (width, inputs)."""
@@ -79,9 +81,6 @@ def value_and_grad(loss, params: dict, x, target, depth, phi):
         "u": jnp.sum(per_step["u"], axis=0),
         "readout": per_step["readout"],
     }
-    layer_w = jnp.sqrt(
-        jnp.sum(jnp.square(per_step["w"]), axis=(1, 2))
-        + jnp.sum(jnp.square(per_step["u"]), axis=(1, 2))
-    )
+    layer_w = jnp.sqrt(jnp.sum(jnp.square(per_step["w"]), axis=(1, 2)))
     layer_b = jnp.sqrt(jnp.sum(jnp.square(per_step["b"]), axis=1))
     return value, grads, layer_w, layer_b

@@ -1,15 +1,18 @@
 """The compiled trainer: K optax steps for every config of a group inside one jit, vmapped over configs.
 
 One trainer per `gradbench.sweep.keys.TrainKey` (network StaticKey, optimiser, task, K): a `lax.scan` over log
-intervals around a `lax.scan` over steps, vmapped over configs. The learning rate, the clip threshold
-and the clipping rule are per-config arrays closed over inside the vmapped function (optax accepts
-traced scalars; every rule of the sweep is computed and one is selected), so new values never
-recompile and a clipping sweep compiles once per network group. A config whose loss or gradient
+intervals around a `lax.scan` over steps, vmapped over configs. The network's architecture and code
+paths (branch layers, norm and its position) are the StaticKey's; its depth, scales, residual branch
+scale alpha and RNN input scale, the learning rate, the clip threshold and the clipping rule are
+per-config arrays closed over inside the vmapped function (optax accepts traced scalars; every rule
+of the sweep is computed and one is selected), so new values never recompile and a clipping sweep
+compiles once per network group. A config whose loss or gradient
 turns NaN/Inf is marked diverged at that step and frozen; configs never interact, so it cannot
 poison the others.
 
 Recorded at steps 0, e, 2e, ... and after the last step K: the loss on the whole data set, the step's
-pre-clip global gradient norm and per-layer norms, the post-clip norm, the update norm (the change of
+pre-clip global gradient norm and per-layer norms (`gradbench.training.network`: per layer, residual
+block or RNN step), the post-clip norm, the update norm (the change of
 the parameters), and over each interval the fraction of steps that clipping changed and the largest
 norms.
 """
@@ -26,7 +29,7 @@ import optax
 from gradbench import registry
 from gradbench.sweep.keys import TrainKey
 from gradbench.training import datasets
-from gradbench.training.network import Draws, apply, init_params
+from gradbench.training.network import Draws, init_params, network
 
 
 class TrainInputs(NamedTuple):
@@ -39,6 +42,9 @@ class TrainInputs(NamedTuple):
     lr: jax.Array
     threshold: jax.Array
     rule: jax.Array  # index into the TrainKey's `clips`
+    alpha: jax.Array  # resmlp's residual branch scale (unused by the others)
+    input_scale: jax.Array  # the rnn's input weight scale (unused by the others)
+    sequence: jax.Array  # a sequence task's data set (index into the stacked lengths); else unused
 
 
 class Record(NamedTuple):
@@ -77,23 +83,42 @@ def _where(cond, new, old):
 @functools.cache
 def make_trainer(key: TrainKey, allow_imports: bool = False):
     """The jitted `trainer(seed, data, draws, inputs) -> Record` of one TrainKey (compiled once per
-    chunk shape)."""
+    chunk shape). A sequence task's `data` is the stack of `datasets.sequences`, of which each config
+    trains on its own (`TrainInputs.sequence`)."""
     static = key.static
     phi = registry.activation(static.activation, allow_imports=allow_imports).fn
+    net = network(static, phi)
     outputs = datasets.outputs_of(key.task, key.outputs)
     every, steps = key.log_every, key.steps
     intervals = -(-steps // every)
     full_batch = key.batch == key.samples
+    sequence_task = registry.TASKS[key.task].sequence_features > 0
     inf = jnp.array(jnp.inf, static.dtype)
 
-    def task_loss(params, x, target, depth):
-        return datasets.loss(key.task, apply(params, x, depth, phi), target)
+    def task_loss(y, target):
+        return datasets.loss(key.task, y, target)
 
-    def one_config(data, stack: Draws, batch_key, draw, sigma_w, sigma_b, depth, lr, t, rule):
-        z, beta, readout = (a[draw] for a in stack)
-        params = init_params(static, z, beta, readout, sigma_w, sigma_b, outputs)
-        clips = [registry.clip_rule(rule_name).make(t) for rule_name in key.clips]
-        opt = registry.optimizer(key.optimizer).make(lr)
+    def one_config(data, stack: Draws, batch_key, config: TrainInputs):
+        depth, alpha, rule = config.depth, config.alpha, config.rule
+        input_weight = None if stack.input_weight is None else stack.input_weight[config.draw]
+        params = init_params(
+            static,
+            stack.z[config.draw],
+            stack.beta[config.draw],
+            stack.readout[config.draw],
+            config.sigma_w,
+            config.sigma_b,
+            outputs,
+            input_weight,
+            config.input_scale,
+        )
+        if sequence_task:
+            data = datasets.TaskData(data.x[config.sequence], data.target[config.sequence])
+        clips = [registry.clip_rule(rule_name).make(config.threshold) for rule_name in key.clips]
+        opt = registry.optimizer(key.optimizer).make(config.lr)
+
+        def full_loss_of(params):
+            return task_loss(net.apply(params, data.x, depth, alpha), data.target)
 
         def clip_update(grads, states, params):
             """Every rule's clipped gradient (all stateless), then the config's own `rule`."""
@@ -112,9 +137,9 @@ def make_trainer(key: TrainKey, allow_imports: bool = False):
                     jax.random.fold_in(batch_key, s), key.samples, (key.batch,), replace=False
                 )
                 x, target = data.x[pick], data.target[pick]
-            loss, grads = jax.value_and_grad(task_loss)(params, x, target, depth)
-            layer_w = jnp.sqrt(jnp.sum(jnp.square(grads["w"]), axis=(1, 2)))
-            layer_b = jnp.sqrt(jnp.sum(jnp.square(grads["b"]), axis=1))
+            loss, grads, layer_w, layer_b = net.value_and_grad(
+                task_loss, params, x, target, depth, alpha
+            )
             return loss, grads, layer_w, layer_b, _finite((loss, grads))
 
         def step(carry, s):
@@ -132,7 +157,7 @@ def make_trainer(key: TrainKey, allow_imports: bool = False):
             return carry, (*out, live, live & changed)
 
         def interval(carry, k):
-            full_loss = None if full_batch else task_loss(carry[0], data.x, data.target, depth)
+            full_loss = None if full_batch else full_loss_of(carry[0])
             carry, (loss, g, c, u, lw, lb, live, changed) = jax.lax.scan(
                 step, carry, k * every + jnp.arange(every, dtype=jnp.int32)
             )
@@ -160,7 +185,7 @@ def make_trainer(key: TrainKey, allow_imports: bool = False):
         )
         loss, grads, layer_w, layer_b, finite = evaluate(params, jnp.int32(steps))
         if not full_batch:
-            loss = task_loss(params, data.x, data.target, depth)
+            loss = full_loss_of(params)
         diverged = jnp.where((diverged < 0) & ~(finite & jnp.isfinite(loss)), steps, diverged)
         nan, zero = jnp.array(jnp.nan, loss.dtype), jnp.array(0, jnp.int32)
         last = Record(
@@ -169,7 +194,7 @@ def make_trainer(key: TrainKey, allow_imports: bool = False):
         records = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), records, last)
         return records._replace(diverged_step=diverged)
 
-    vmapped = jax.vmap(one_config, in_axes=(None, None, None, 0, 0, 0, 0, 0, 0, 0))
+    vmapped = jax.vmap(one_config, in_axes=(None, None, None, 0))
 
     @jax.jit
     def trainer(seed, data: datasets.TaskData, stack: Draws, inputs: TrainInputs) -> Record:
@@ -177,6 +202,6 @@ def make_trainer(key: TrainKey, allow_imports: bool = False):
         batch_key = jax.random.fold_in(
             jax.random.fold_in(jax.random.key(seed), datasets.TASK_SALT), 1
         )
-        return vmapped(data, stack, batch_key, *inputs)
+        return vmapped(data, stack, batch_key, inputs)
 
     return trainer
