@@ -131,6 +131,7 @@ THEORY_COLUMNS = (
     "fixed_point_log10_delta_ratio",
     "finite_width_log10_delta_ratio",
     "predicted_log10_delta_ratio_sd",
+    "pascanu_log10_bound",
 )
 # With `[run] jacobian = true`: the input-output Jacobian's squared singular values, measured
 # (gradbench.engine.jacobian) and predicted by free probability (gradbench.theory.spectrum).
@@ -190,13 +191,15 @@ def is_result(column: str) -> bool:
     return column.startswith(("log10_", "predicted_")) or column.endswith(("_growth", "_ratio"))
 
 
+# Config columns that follow from others: a residual config's alpha from branch_scale and depth.
+DERIVED_COLUMNS = ("alpha",)
+
+
 def config_axes(columns) -> list[str]:
-    """The columns among `columns` that describe a configuration: not ids, layers or results."""
-    return [
-        c
-        for c in columns
-        if c not in ID_COLUMNS and c not in ("layer", "sublayer") and not is_result(c)
-    ]
+    """The columns among `columns` that describe a configuration: not ids, layers, results or
+    columns derived from other axes (`DERIVED_COLUMNS`)."""
+    skip = {*ID_COLUMNS, *DERIVED_COLUMNS, "layer", "sublayer"}
+    return [c for c in columns if c not in skip and not is_result(c)]
 
 
 def layer_rows(layers):

@@ -59,14 +59,24 @@ def sweep_size(spec: SweepSpec, configs: pd.DataFrame | None = None) -> Size:
     if configs is None:
         n_configs = spec.n_configs
         depths = spec.axis("depth")
-        layer_rows = n_configs // len(depths) * sum(depths)
+        layer_rows = n_configs // len(depths) * sum(depths) * _rows_per_layer(spec)
     else:
-        n_configs, layer_rows = len(configs), int(configs["depth"].sum())
+        n_configs = len(configs)
+        rows = 1 + configs["branch_layers"] if "branch_layers" in configs else 1
+        layer_rows = int((configs["depth"] * rows).sum())
     training_rows = 0
     if spec.train is not None:
         logged = len(range(0, spec.train.steps, spec.train.log_every)) + 1
         training_rows = logged * (n_configs + layer_rows)
     return Size(n_configs, layer_rows, training_rows)
+
+
+def _rows_per_layer(spec: SweepSpec) -> int:
+    """Layer rows per layer of the sweep's widest architecture: a residual block has a row for
+    itself and one per dense layer of its branch (`gradbench.engine.chunks.layer_table`)."""
+    if "resmlp" not in spec.architectures:
+        return 1
+    return 1 + max(spec.axis("branch_layers"))
 
 
 def host_memory() -> tuple[int | None, str]:
@@ -100,16 +110,27 @@ def device_memory() -> tuple[int | None, str]:
     return int(stats["bytes_limit"]), f"one {device.device_kind} has {_bytes(stats['bytes_limit'])}"
 
 
-def config_device_bytes(width: int, batch: int, depth: int, dtype: str, family: str) -> int:
+def config_device_bytes(
+    width: int,
+    batch: int,
+    depth: int,
+    dtype: str,
+    family: str,
+    architecture: str = "mlp",
+    branch_layers: int = 1,
+) -> int:
     """A lower bound on the device memory one config's kernel call needs.
 
-    Its workspace (one (batch, width) array per layer) and two float32 (width, width) matrices: the
-    readout and the layer draw in use (plus every layer's draw for pre-drawn families). XLA's
-    compiled kernels measured 1.1-3.5x this bound (tests/test_sizing.py checks it is one).
+    Its workspace (one (batch, width) array per layer, block or step) and two float32 (width,
+    width) matrices: the readout and the layer draw in use (plus every dense layer's draw for
+    pre-drawn families: `gradbench.engine.kernel.dense_layers`); an RNN also holds its input
+    weights and the running sum of its shared weight's gradient. XLA's compiled kernels measured
+    1.1-3.5x this bound for MLPs (tests/test_sizing.py checks it is one).
     """
     workspace = depth * batch * width * np.dtype(dtype).itemsize
-    matrices = 4 * width * width * (2 + (depth if family in PREDRAWN_FAMILIES else 0))
-    return workspace + matrices
+    dense = {"rnn": 1, "resmlp": depth * branch_layers}.get(architecture, depth)
+    matrices = 2 + (dense if family in PREDRAWN_FAMILIES else 0) + 2 * (architecture == "rnn")
+    return workspace + 4 * width * width * matrices
 
 
 def check(spec: SweepSpec, configs: pd.DataFrame | None = None, *, shards: int = 1) -> Size:
@@ -147,7 +168,11 @@ def check_device(spec: SweepSpec) -> None:
     width, batch, depth = (max(spec.axis(k)) for k in ("width", "batch", "depth"))
     families = sorted({init_family(i).name for i in spec.axis("init")})
     family = next((f for f in families if f in PREDRAWN_FAMILIES), families[0])  # the largest
-    per_config = config_device_bytes(width, batch, depth, spec.dtype, family)
+    branch_layers = max(spec.axis("branch_layers")) if "branch_layers" in spec.axes else 1
+    per_config = max(
+        config_device_bytes(width, batch, depth, spec.dtype, family, arch, max(1, branch_layers))
+        for arch in spec.architectures
+    )
     available, description = device_memory()
     device = jax.local_devices()[0]
     sharing = len(jax.local_devices()) if device.platform == "cpu" else 1

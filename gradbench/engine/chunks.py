@@ -163,9 +163,15 @@ def chunk_inputs(
             activation=scalar(key.activations.index(lane["activation"].iloc[0])),
             init_family=scalar(key.init_families.index(lane["init_family"].iloc[0])),
             n_layers=scalar(depths.max()),
+            block=scalar(key.blocks.index(block_of(lane.iloc[0])) if key.blocks else 0),
         ),
         weights=None if weights is None else jax.device_put(weights, replicated),
     )
+
+
+def block_of(row) -> tuple[int, str, str]:
+    """A residual config's block variant, as `KernelKey.blocks` lists them."""
+    return int(row["branch_layers"]), str(row["norm"]), str(row["norm_position"])
 
 
 def layer_table(
@@ -174,14 +180,17 @@ def layer_table(
     """Long-form per-layer rows of the real configs of one chunk: (layer, sublayer) with sublayer 0
     the layer, block or step itself, and for residual blocks 1..branch_layers their dense layers."""
     depth = members["depth"].to_numpy()[plan.rows]
+    branch_layers = np.zeros_like(depth)
     if key.architecture == "resmlp":
+        branch_layers = members["branch_layers"].to_numpy()[plan.rows]
+        pre_norm = (members["norm"] != "none") & (members["norm_position"] == "pre")
         stats = decode_residual(
             raw.tags,
             raw.forward,
             depth,
             measure=measure_mode,
-            branch_layers=key.branch_layers,
-            pre_norm=key.norm != "none" and key.norm_position == "pre",
+            branch_layers=branch_layers,
+            pre_norm=pre_norm.to_numpy()[plan.rows],
         )
     else:
         stats = {
@@ -190,6 +199,7 @@ def layer_table(
         }
     n_layers, n_sub = stats["flag"].shape[-2:]
     keep = plan.real[..., None, None] & (np.arange(n_layers) < depth[..., None])[..., None]
+    keep = keep & (np.arange(n_sub) <= branch_layers[..., None, None])
     keep = np.broadcast_to(keep, stats["flag"].shape)
     ids = members["config_id"].to_numpy()[plan.rows]
     table = {

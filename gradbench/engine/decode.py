@@ -88,20 +88,24 @@ def decode_residual(
     depth: Int[np.ndarray, "*chunk"],
     *,
     measure: str,
-    branch_layers: int,
-    pre_norm: bool,
+    branch_layers: Int[np.ndarray, "*chunk"],
+    pre_norm: Shaped[np.ndarray, "*chunk"],
 ) -> dict[str, Shaped[np.ndarray, "*chunk L S"]]:
     """`decode` for residual blocks (`gradbench.engine.residual`): sublayer 0 is the block, the
     residual-stream signal dJ/dh_{l-1} at its input with its branch's weight and bias gradients
     together (the Frobenius norm over the branch's dense layers) and the q of its output; sublayers
     1..branch_layers are the branch's dense layers (dJ/dz_k, their own gradients, mean z_k^2).
+    S = 1 + the kernel's most dense layers; a config's sublayers past its own `branch_layers` are
+    padding.
 
-    `pre_norm`: the branch reads N(h), at true scale rather than in the stream's frame.
+    `pre_norm`: per config, whether the branch reads N(h), at true scale rather than in the
+    stream's frame.
     """
     tags = np.asarray(tags, np.float64)
     s_in = np.asarray(forward.log_h_scale, np.float64)
     top = np.asarray(forward.log_top_scale, np.float64)[..., None]
     active = np.arange(tags.shape[-2]) < np.asarray(depth)[..., None]
+    n_dense = (tags.shape[-1] - 2) // N_TAG
     stream = tags[..., STREAM_LOG]
     with np.errstate(invalid="ignore"):
         if measure == "log":
@@ -110,9 +114,9 @@ def decode_residual(
         else:
             through, above = stream, np.zeros_like(stream)
         # A pre-norm branch is at true scale, the stream in its frame (module docstring of residual).
-        dense_frame = np.zeros_like(s_in) if pre_norm else s_in
+        dense_frame = np.where(np.asarray(pre_norm)[..., None], 0.0, s_in)
         rows, stats = [], []
-        for k in range(branch_layers):
+        for k in range(n_dense):
             col = 2 + N_TAG * k
             ln_delta = top + above + tags[..., col + LOG_DELTA] + s_in - dense_frame
             stats.append(
@@ -133,10 +137,20 @@ def decode_residual(
                     measure=measure,
                 )
             )
+        in_branch = [k < np.asarray(branch_layers)[..., None] for k in range(n_dense)]
+
+        def together(name):
+            return _log_root_sum_squares(
+                [
+                    np.where(inside, d[name], -np.inf)
+                    for d, inside in zip(stats, in_branch, strict=True)
+                ]
+            )
+
         block = {
             "log10_delta": top + through,
-            "log10_grad_w": _log_root_sum_squares([d["log10_grad_w"] for d in stats]),
-            "log10_grad_b": _log_root_sum_squares([d["log10_grad_b"] for d in stats]),
+            "log10_grad_w": together("log10_grad_w"),
+            "log10_grad_b": together("log10_grad_b"),
             "log10_q": np.asarray(forward.log_q, np.float64),
             "log10_grad_w_sum": nan,
         }
@@ -149,7 +163,8 @@ def decode_residual(
         measure=measure,
     )
     # A dense layer's trouble is its block's too: the block's gradients are made of them.
-    worst = np.maximum.reduce([block_row["flag"], *(r["flag"] for r in rows)])
+    flags = [np.where(inside, r["flag"], 0) for r, inside in zip(rows, in_branch, strict=True)]
+    worst = np.maximum.reduce([block_row["flag"], *flags])
     block_row["flag"] = worst
     return {name: np.stack([block_row[name], *(r[name] for r in rows)], -1) for name in block_row}
 

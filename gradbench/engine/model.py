@@ -152,12 +152,14 @@ class Branch(NamedTuple):
     """A chunk's choices, the same for all its configs: unbatched, so each `lax.switch` runs one branch.
 
     `activation` and `init_family` index `KernelKey.activations` and `KernelKey.init_families`;
-    `n_layers`, the depth of the chunk's deepest config, is the trip count of the layer loops.
+    `n_layers`, the depth of the chunk's deepest config, is the trip count of the layer loops;
+    `block` indexes a residual kernel's `KernelKey.blocks` (0 elsewhere).
     """
 
     activation: jax.Array
     init_family: jax.Array
     n_layers: jax.Array
+    block: jax.Array | int = 0
 
 
 def activations(key: KernelKey, allow_imports: bool = False) -> list[registry.Activation]:

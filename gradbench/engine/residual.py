@@ -85,16 +85,42 @@ def normalise(norm: str, a: jax.Array) -> jax.Array:
     return jnp.where(usable, a * jax.lax.rsqrt(jnp.where(usable, mean_square, 1.0)), 0.0)
 
 
-def framed(key: KernelKey, phi: registry.Activation) -> bool:
-    """Whether the stream is carried in frames (see the module docstring)."""
-    if key.measure != "log" or key.norm_position == "post":
-        return False
-    return key.norm != "none" or phi.homogeneous
+class Block(NamedTuple):
+    """One variant of a residual kernel's blocks (an entry of `KernelKey.blocks`)."""
+
+    branch_layers: int
+    norm: str
+    position: str
+
+    @property
+    def post(self) -> bool:
+        return self.position == "post"
+
+    @property
+    def branch_frames(self) -> bool:
+        """Whether the branch reads the stream in its frame (no norm) rather than at true scale."""
+        return self.norm == "none"
+
+    @property
+    def final_norm(self) -> bool:
+        """Whether the readout reads N(h_L) (a pre norm)."""
+        return self.norm != "none" and not self.post
+
+    def framed(self, measure: str, phi: registry.Activation) -> bool:
+        """Whether the stream is carried in frames (see the module docstring)."""
+        if measure != "log" or self.post:
+            return False
+        return self.norm != "none" or phi.homogeneous
 
 
 def make_residual(key: KernelKey, allow_imports: bool = False):
     """Builds `(forward, backward)` of a resmlp kernel, with the MLP's calling conventions
-    (`gradbench.engine.model.make_forward`, `gradbench.engine.backprop.make_backward`)."""
+    (`gradbench.engine.model.make_forward`, `gradbench.engine.backprop.make_backward`).
+
+    The block variant (`Branch.block`) is a switch index like the activation: every variant's block,
+    readout and draws are one branch of a `lax.switch`, so one kernel runs them all. Branches of
+    variants with fewer dense layers than the kernel's most pad their dense-layer outputs with zeros.
+    """
     dtype = jnp.dtype(key.dtype)
     width, batch, n_dense = key.width, key.batch, key.branch_layers
     log_size = math.log(batch * width)
@@ -102,47 +128,73 @@ def make_residual(key: KernelKey, allow_imports: bool = False):
     weight = make_standard_weight(key)
     loss = registry.LOSSES[key.loss]
     phis = activations(key, allow_imports)
-    frames = jnp.array([framed(key, phi) for phi in phis])
+    blocks = [Block(*b) for b in key.blocks]
+    frames = jnp.array([[b.framed(key.measure, phi) for phi in phis] for b in blocks])
     log_mode = key.measure == "log"
     gram = prefer_gram(batch, width)
-    post = key.norm_position == "post"
-    branch_frames = key.norm == "none"  # the branch runs in the stream's frame
-    # With a pre norm the readout reads the final N(h_L).
-    final_norm = key.norm != "none" and not post
+    zero = jnp.zeros((), dtype)
 
-    def params(rep_key, betas, block, branch: Branch, stack):
-        """Standard draws (Z_k, beta_k) of the dense layers of block `block`."""
-        indices = [dense_index("resmlp", block, k, n_dense) for k in range(n_dense)]
-        zs = [weight(rep_key, i, branch.init_family, stack).astype(dtype) for i in indices]
-        return zs, [betas[i] for i in indices]
+    def make_block(variant: Block):
+        """`(h_hat, s, index, offsets, scales, branch, draws) -> (new, (inputs, outputs), frame)`: the
+        block's output stream in the frame s of its input; each dense layer's input and output z_k
+        (z_k offset by `offsets[k]`), zero-padded to the kernel's most dense layers; and the frame
+        the branch runs in."""
 
-    def block_output(h_hat, s, zs, betas, offsets, scales: Scales, branch: Branch):
-        """The block's output stream in the frame s of its input, and each dense layer's input and
-        output z_k (in the branch's frame), z_k offset by `offsets[k]`."""
-        weight_scale = (scales.sigma_w / math.sqrt(width)).astype(dtype)
-        sigma_b = scales.sigma_b.astype(dtype)
-        alpha = scales.alpha.astype(dtype)
-        frame = s if branch_frames else jnp.zeros((), dtype)
-        bias_scale = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-frame), 0.0)
-        a = h_hat if post else normalise(key.norm, h_hat)
-        inputs, outputs = [], []
-        for z_std, beta, offset in zip(zs, betas, offsets, strict=True):
-            x = jax.lax.switch(branch.activation, [phi.fn for phi in phis], a)
-            a = weight_scale * jnp.matmul(x, z_std.T, precision=precision)
-            a = a + bias_scale * beta[None, :] + offset
-            inputs.append(x)
-            outputs.append(a)
-        if post:
-            new = normalise(key.norm, h_hat + alpha * a)
-        elif branch_frames:
-            new = h_hat + alpha * a
-        else:
-            new = h_hat + (alpha * jnp.exp(-s)) * a
-        return new, (inputs, outputs)
+        def block(h_hat, s, index, offsets, scales: Scales, branch: Branch, draws):
+            rep_key, betas, stack = draws
+            weight_scale = (scales.sigma_w / math.sqrt(width)).astype(dtype)
+            sigma_b = scales.sigma_b.astype(dtype)
+            alpha = scales.alpha.astype(dtype)
+            frame = s if variant.branch_frames else zero
+            bias_scale = jnp.where(sigma_b > 0, sigma_b * jnp.exp(-frame), 0.0)
+            a = h_hat if variant.post else normalise(variant.norm, h_hat)
+            inputs, outputs = [], []
+            for k in range(variant.branch_layers):
+                dense = dense_index("resmlp", index, k, variant.branch_layers)
+                z_std = weight(rep_key, dense, branch.init_family, stack).astype(dtype)
+                x = jax.lax.switch(branch.activation, [phi.fn for phi in phis], a)
+                a = weight_scale * jnp.matmul(x, z_std.T, precision=precision)
+                a = a + bias_scale * betas[dense][None, :] + offsets[k]
+                inputs.append(x)
+                outputs.append(a)
+            if variant.post:
+                new = normalise(variant.norm, h_hat + alpha * a)
+            elif variant.branch_frames:
+                new = h_hat + alpha * a
+            else:
+                new = h_hat + (alpha * jnp.exp(-s)) * a
+            padding = [jnp.zeros_like(a)] * (n_dense - variant.branch_layers)
+            return new, (inputs + padding, outputs + padding), frame
 
-    def dense_facts(outputs, s):
-        """(2, branch_layers): ln mean(z_k^2) at true scale and the tiny flag of each dense output."""
-        frame = s if branch_frames else jnp.zeros((), dtype)
+        return block
+
+    def make_top(variant: Block):
+        """`(h_top, s_top, shared) -> (top_grad, log_g)`: the loss gradient at the last block's
+        output, in its frame (through the final norm of a pre-norm stack)."""
+
+        def top(h_top, s_top, shared: Shared):
+            readout = shared.readout.astype(dtype)
+            probe = shared.probe.astype(dtype)
+            if not variant.final_norm:
+                dj_dy, log_g = loss.output_gradient(h_top, s_top, readout, probe, precision)
+                return jnp.matmul(dj_dy, readout, precision=precision), log_g
+            y, pullback = jax.vjp(lambda h: normalise(variant.norm, h), h_top)
+            dj_dy, log_g = loss.output_gradient(y, zero, readout, probe, precision)
+            (top_grad,) = pullback(jnp.matmul(dj_dy, readout, precision=precision))
+            return top_grad, log_g
+
+        return top
+
+    block_fns = [make_block(b) for b in blocks]
+    top_fns = [make_top(b) for b in blocks]
+
+    def bias_draws(rep_key):
+        indices = jnp.arange(key.depth * n_dense)
+        betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width)
+        return betas.astype(dtype)
+
+    def dense_facts(outputs, frame):
+        """(2, n_dense): ln mean(z_k^2) at true scale and the tiny flag of each dense output."""
         facts = []
         for z in outputs:
             norm = unit_norm(z)
@@ -150,26 +202,24 @@ def make_residual(key: KernelKey, allow_imports: bool = False):
             facts.append(jnp.stack([2 * norm.log_norm - log_size + 2 * frame, tiny]))
         return jnp.stack(facts, axis=-1)
 
-    def draws_of(rep_key):
-        indices = jnp.arange(key.depth * n_dense)
-        betas = jax.vmap(bias_draw, in_axes=(None, 0, None))(rep_key, indices, width)
-        return betas.astype(dtype)
-
     def forward(rep_key, shared: Shared, scales: Scales, depth, workspace, branch, stack=None):
-        betas = draws_of(rep_key)
-        uses_frames = frames[branch.activation]
-        no_offsets = [jnp.zeros((), dtype)] * n_dense
+        draws = (rep_key, bias_draws(rep_key), stack)
+        uses_frames = frames[branch.block, branch.activation]
+        no_offsets = (zero,) * n_dense
 
         def block(index, carry):
             h, s, workspace, facts, dense = carry
-            zs, bs = params(rep_key, betas, index, branch, stack)
-            new, (_, outputs) = block_output(h, s, zs, bs, no_offsets, scales, branch)
+            new, (_, outputs), frame = jax.lax.switch(
+                branch.block, block_fns, h, s, index, no_offsets, scales, branch, draws
+            )
             workspace = jax.lax.dynamic_update_index_in_dim(workspace, h, index, 0)
             norm = unit_norm(new)
             log_q = 2 * norm.log_norm - log_size + 2 * s
             fact = jnp.stack([log_q, is_tiny(norm.max_abs).astype(dtype), s])
             facts = jax.lax.dynamic_update_index_in_dim(facts, fact, index, 1)
-            dense = jax.lax.dynamic_update_index_in_dim(dense, dense_facts(outputs, s), index, 0)
+            dense = jax.lax.dynamic_update_index_in_dim(
+                dense, dense_facts(outputs, frame), index, 0
+            )
             log_rms = jnp.where(uses_frames, norm.log_norm - 0.5 * log_size, 0.0)
             log_rms = jnp.where(jnp.isfinite(log_rms), log_rms, 0.0)
             active = index < depth
@@ -179,23 +229,15 @@ def make_residual(key: KernelKey, allow_imports: bool = False):
         x = shared.x.astype(dtype)
         facts = jnp.zeros((3, key.depth), dtype)
         dense = jnp.zeros((key.depth, 2, n_dense), dtype)
-        start = (x, jnp.zeros((), dtype), workspace, facts, dense)
+        start = (x, zero, workspace, facts, dense)
         h_top, s_top, inputs, facts, dense = jax.lax.fori_loop(0, branch.n_layers, block, start)
         log_q, tiny, log_scale = facts
-        readout = shared.readout.astype(dtype)
-        probe = shared.probe.astype(dtype)
-        if final_norm:
-            y, pullback = jax.vjp(lambda h: normalise(key.norm, h), h_top)
-            dj_dy, log_g = loss.output_gradient(y, jnp.zeros((), dtype), readout, probe, precision)
-            (top_grad,) = pullback(jnp.matmul(dj_dy, readout, precision=precision))
-        else:
-            dj_dy, log_g = loss.output_gradient(h_top, s_top, readout, probe, precision)
-            top_grad = jnp.matmul(dj_dy, readout, precision=precision)
+        top_grad, log_g = jax.lax.switch(branch.block, top_fns, h_top, s_top, shared)
         facts = ResidualForward(log_q, tiny, log_scale, log_g - s_top, dense[:, 0], dense[:, 1])
         return ResidualSaved(inputs, log_scale), facts, top_grad
 
     def backward(rep_key, x, saved: ResidualSaved, top_grad, scales, depth, branch, stack=None):
-        betas = draws_of(rep_key)
+        draws = (rep_key, bias_draws(rep_key), stack)
         zero_offsets = tuple(jnp.zeros((batch, width), dtype) for _ in range(n_dense))
 
         def block(step, carry):
@@ -203,12 +245,14 @@ def make_residual(key: KernelKey, allow_imports: bool = False):
             index = branch.n_layers - 1 - step
             h = jax.lax.dynamic_index_in_dim(saved.z, index, keepdims=False)
             s = saved.log_scale[index]
-            zs, bs = params(rep_key, betas, index, branch, stack)
 
             def output(h, offsets):
-                return block_output(h, s, zs, bs, offsets, scales, branch)
+                new, (inputs, _), _ = jax.lax.switch(
+                    branch.block, block_fns, h, s, index, offsets, scales, branch, draws
+                )
+                return new, inputs
 
-            _, pullback, (inputs, _) = jax.vjp(output, h, zero_offsets, has_aux=True)
+            _, pullback, inputs = jax.vjp(output, h, zero_offsets, has_aux=True)
             grad_h, grad_z = pullback(signal)
             stream = unit_norm(grad_h)
             parts = [stream.log_norm[None], is_tiny(stream.max_abs)[None]]

@@ -18,6 +18,7 @@ import pandas as pd
 from gradbench import registry
 from gradbench.schema import CONFIG_COLUMNS, TRAIN_CONFIG_COLUMNS
 from gradbench.sweep.keys import (
+    BLOCK_COLUMNS,
     KernelKey,
     StaticKey,
     TrainKey,
@@ -326,17 +327,19 @@ def kernel_groups(
 ) -> list[tuple[KernelKey, list[pd.DataFrame]]]:
     """Configs grouped by the kernel that runs them, each group split into lanes of one chunk kind.
 
-    A lane holds one activation, one init family and one depth bucket (`depth_buckets`: a chunk runs
-    as many layers as its deepest config, so the bucket bounds the layers a shallower config passes
-    through), sorted by replicate, so that shared draws are adjacent.
+    A lane holds one activation, one init family, one residual block variant and one depth bucket
+    (`depth_buckets`: a chunk runs as many layers as its deepest config, so the bucket bounds the
+    layers a shallower config passes through), sorted by replicate, so that shared draws are
+    adjacent.
     """
     buckets = depth_buckets(configs["depth"].unique().tolist(), spec.depth_bucket_ratio)
     out = []
     for key, members in kernel_members(configs):
         bucket = members["depth"].map(buckets)
+        kind = [members[c] for c in ("activation", "init_family", *BLOCK_COLUMNS) if c in members]
         lanes = [
             lane.sort_values("replicate", kind="stable")
-            for _, lane in members.groupby(["activation", "init_family", bucket], sort=True)
+            for _, lane in members.groupby([*kind, bucket], sort=True)
         ]
         out.append((key, lanes))
     return out

@@ -43,8 +43,8 @@ class StaticKey(NamedTuple):
         )
 
 
-def architecture_label(key) -> str:
-    """The part of a key's label that names a non-MLP architecture and its code paths ("" for mlp)."""
+def architecture_label(key: StaticKey) -> str:
+    """The part of a trainer's label that names a non-MLP architecture and its variant."""
     if key.architecture == "mlp":
         return ""
     if key.architecture == "resmlp":
@@ -59,7 +59,8 @@ class KernelKey(NamedTuple):
 
     A chunk picks one of `activations` and one of `init_families` at run time (unbatched
     `lax.switch` indices, so only the chosen branch runs), and its configs may have any depth up to
-    `depth`, the workspace's: the deepest config of the group.
+    `depth`, the workspace's: the deepest config of the group. A residual kernel likewise picks one
+    of its `blocks`, the (branch_layers, norm, norm_position) variants of its configs.
     """
 
     architecture: str
@@ -71,17 +72,19 @@ class KernelKey(NamedTuple):
     measure: str
     activations: tuple[str, ...]
     init_families: tuple[str, ...]
-    branch_layers: int = 0
-    norm: str = "none"
-    norm_position: str = "none"
+    blocks: tuple[tuple[int, str, str], ...] = ()
 
     @property
     def label(self) -> str:
-        name = architecture_label(self)[:-1] if self.architecture != "mlp" else "mlp"
         return (
-            f"{name}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
+            f"{self.architecture}-w{self.width}-b{self.batch}-L{self.depth}-{self.loss}"
             f"-{self.dtype}-{self.measure}-{'+'.join(self.init_families)}"
         )
+
+    @property
+    def branch_layers(self) -> int:
+        """The most dense layers a residual branch of this kernel has (0 for other architectures)."""
+        return max((b for b, _, _ in self.blocks), default=0)
 
 
 class TrainKey(NamedTuple):
@@ -146,17 +149,9 @@ def train_key(row: dict, bucket_depth: int, clips: tuple[str, ...], log_every: i
 
 
 # The config columns a gradient kernel is specialised on (besides its deepest depth and its branches).
-KERNEL_COLUMNS = [
-    "architecture",
-    "branch_layers",
-    "norm",
-    "norm_position",
-    "width",
-    "batch",
-    "loss",
-    "dtype",
-    "measure",
-]
+KERNEL_COLUMNS = ["architecture", "width", "batch", "loss", "dtype", "measure"]
+# The columns of a residual block's variant (`KernelKey.blocks`), in the order of its tuples.
+BLOCK_COLUMNS = ["branch_layers", "norm", "norm_position"]
 
 
 def kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]]:
@@ -180,12 +175,16 @@ def kernel_members(configs: pd.DataFrame) -> list[tuple[KernelKey, pd.DataFrame]
             measure=group["measure"],
             activations=tuple(sorted(members["activation"].unique())),
             init_families=tuple(sorted(members["init_family"].unique())),
-            branch_layers=int(group["branch_layers"]),
-            norm=group["norm"],
-            norm_position=group["norm_position"],
+            blocks=block_variants(members) if group["architecture"] == "resmlp" else (),
         )
         out.append((key, members))
     return out
+
+
+def block_variants(rows: pd.DataFrame) -> tuple[tuple[int, str, str], ...]:
+    """The distinct (branch_layers, norm, norm_position) of residual config rows, sorted."""
+    distinct = rows[BLOCK_COLUMNS].drop_duplicates().itertuples(index=False)
+    return tuple(sorted((int(b), str(n), str(p)) for b, n, p in distinct))
 
 
 def train_keys(
