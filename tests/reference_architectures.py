@@ -7,10 +7,14 @@ respect to a hidden vector come from a zero perturbation added to it, and the RN
 gradients from a separate copy of the shared W (and b) per step, so every statistic is a gradient jax
 computes directly, not one reassembled from the engine's formulas.
 
+The gradients are jit-compiled per network structure (activation, norm, depth, ...), so the many
+configs of a sweep that differ only in their draws and scales reuse one compiled gradient.
+
 Each function returns the config's rows as a DataFrame with the columns of the layers table: `layer`
 (1-based block or step), `sublayer` and the log10 statistics.
 """
 
+import functools
 import math
 
 import jax
@@ -60,6 +64,44 @@ def _dense_draws(key, index: int, width: int, init_family: str, sigma_w2: float,
     return math.sqrt(sigma_w2 / width) * _f64(z_std), math.sqrt(sigma_b2) * _f64(beta)
 
 
+def _branch(phi, a, weights, biases, taps):
+    """F(a) and its dense outputs z_k: phi before each dense layer, none after the last."""
+    z, outputs = a, []
+    for w, b, tap in zip(weights, biases, taps, strict=True):
+        z = phi(z) @ w.T + b[None, :] + tap
+        outputs.append(z)
+    return z, outputs
+
+
+def _resmlp_objective(
+    weights, biases, stream_taps, dense_taps, x, readout, probe, alpha, activation, norm, post, loss
+):
+    """J and (q of each block's output, q of each dense output); `stream_taps[l]` is added to
+    h_{l-1}, the input of block l, and `dense_taps[l][k]` to z_k of block l."""
+    phi = registry.ACTIVATIONS[activation].fn
+    h, q_blocks, q_dense = x, [], []
+    for ws, bs, stream_tap, taps in zip(weights, biases, stream_taps, dense_taps, strict=True):
+        h = h + stream_tap
+        if post:
+            f, outputs = _branch(phi, h, ws, bs, taps)
+            h = _normalise(h + alpha * f, norm)
+        else:
+            f, outputs = _branch(phi, _normalise(h, norm), ws, bs, taps)
+            h = h + alpha * f
+        q_blocks.append(jnp.mean(h**2))
+        q_dense.append(jnp.stack([jnp.mean(z**2) for z in outputs]))
+    top = h if post else _normalise(h, norm)
+    value = _loss_value(top @ readout.T, probe, loss, x.shape[0])
+    return value, (jnp.stack(q_blocks), jnp.stack(q_dense))
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "norm", "post", "loss"))
+def _resmlp_gradients(*args, activation, norm, post, loss):
+    return jax.grad(_resmlp_objective, argnums=(0, 1, 2, 3), has_aux=True)(
+        *args, activation, norm, post, loss
+    )
+
+
 def reference_resmlp(
     *,
     activation,
@@ -82,12 +124,12 @@ def reference_resmlp(
     Sublayer 0: the stream gradient at the block's input dJ/dh_{l-1}, the branch's weight and bias
     gradients together, and q = mean(h_l^2) of the block's output. Sublayer k: dense layer k's
     output z_k (before phi or the skip), its dJ/dz_k, dJ/dW_k, dJ/db_k and mean(z_k^2).
+    Pre-norm: h_l = h_{l-1} + alpha F(N(h_{l-1})), y = N(h_L) W_out^T; post-norm:
+    h_l = N(h_{l-1} + alpha F(h_{l-1})), y = h_L W_out^T; norm "none" is the pre form with N = 1.
     """
     with jax.enable_x64(True):
-        phi = registry.ACTIVATIONS[activation].fn
         key = replicate_key(seed, replicate)
         shared = shared_draws(key, batch, width)
-        x, readout, probe = _f64(shared.x), _f64(shared.readout), _f64(shared.probe)
         weights, biases = [], []
         for block in range(depth):
             drawn = [
@@ -104,38 +146,21 @@ def reference_resmlp(
             weights.append([w for w, _ in drawn])
             biases.append([b for _, b in drawn])
         zeros = jnp.zeros((batch, width), jnp.float64)
-        stream_taps = [zeros] * depth  # added to h_{l-1}, the input of block l
-        dense_taps = [[zeros] * branch_layers for _ in range(depth)]  # added to each z_k
-        post = norm != "none" and norm_position == "post"
-
-        def branch(a, ws, bs, taps):
-            """F(a) and the dense outputs z_k: phi before each dense layer, none after the last."""
-            z, outputs = a, []
-            for w, b, tap in zip(ws, bs, taps, strict=True):
-                z = phi(z) @ w.T + b[None, :] + tap
-                outputs.append(z)
-            return z, outputs
-
-        def objective(weights, biases, stream_taps, dense_taps):
-            h, q_blocks, q_dense = x, [], []
-            for ws, bs, stream_tap, taps in zip(
-                weights, biases, stream_taps, dense_taps, strict=True
-            ):
-                h = h + stream_tap
-                if post:
-                    f, outputs = branch(h, ws, bs, taps)
-                    h = _normalise(h + alpha * f, norm)
-                else:
-                    f, outputs = branch(_normalise(h, norm), ws, bs, taps)
-                    h = h + alpha * f
-                q_blocks.append(jnp.mean(h**2))
-                q_dense.append(jnp.stack([jnp.mean(z**2) for z in outputs]))
-            top = h if post else _normalise(h, norm)
-            value = _loss_value(top @ readout.T, probe, loss, batch)
-            return value, (jnp.stack(q_blocks), jnp.stack(q_dense))
-
-        grads, (q_blocks, q_dense) = jax.grad(objective, argnums=(0, 1, 2, 3), has_aux=True)(
-            weights, biases, stream_taps, dense_taps
+        stream_taps = [zeros] * depth
+        dense_taps = [[zeros] * branch_layers for _ in range(depth)]
+        grads, (q_blocks, q_dense) = _resmlp_gradients(
+            weights,
+            biases,
+            stream_taps,
+            dense_taps,
+            _f64(shared.x),
+            _f64(shared.readout),
+            _f64(shared.probe),
+            jnp.float64(alpha),
+            activation=activation,
+            norm=norm,
+            post=norm != "none" and norm_position == "post",
+            loss=loss,
         )
         g_w, g_b, g_h, g_z = grads
         rows = []
@@ -164,6 +189,22 @@ def reference_resmlp(
         return pd.DataFrame(rows)
 
 
+def _rnn_objective(w_copies, b_copies, taps, inputs, u, readout, probe, activation, loss):
+    """J and q_t of each step; step t uses its own copies of W and b, and adds `taps[t]` to z_t."""
+    phi = registry.ACTIVATIONS[activation].fn
+    h, q = jnp.zeros_like(inputs[0]), []
+    for w_t, b_t, x_t, tap in zip(w_copies, b_copies, inputs, taps, strict=True):
+        z = h @ w_t.T + x_t @ u.T + b_t[None, :] + tap
+        q.append(jnp.mean(z**2))
+        h = phi(z)
+    return _loss_value(h @ readout.T, probe, loss, h.shape[0]), jnp.stack(q)
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "loss"))
+def _rnn_gradients(*args, activation, loss):
+    return jax.grad(_rnn_objective, argnums=(0, 1, 2), has_aux=True)(*args, activation, loss)
+
+
 def reference_rnn(
     *,
     activation,
@@ -178,33 +219,30 @@ def reference_rnn(
     replicate=0,
     loss="probe",
 ) -> pd.DataFrame:
-    """Rows (step t = 1..depth, sublayer 0) of an Elman RNN with h_0 = 0, in float64.
+    """Rows (step t = 1..depth, sublayer 0) of an Elman RNN with h_0 = 0, in float64:
+    z_t = h_{t-1} W^T + x_t U^T + b, h_t = phi(z_t), y = h_T W_out^T.
 
     Step t's weight gradient is that of its own copy of the shared W (NaN at t = 1, where h_0 = 0
     makes it exactly zero), `log10_grad_w_sum` the norm of the copies' sum from step t to the last,
     so its first row is the whole gradient of the shared W.
     """
     with jax.enable_x64(True):
-        phi = registry.ACTIVATIONS[activation].fn
         key = replicate_key(seed, replicate)
         shared = shared_draws(key, batch, width)
-        readout, probe = _f64(shared.readout), _f64(shared.probe)
         w, b = _dense_draws(key, dense_index("rnn", 0), width, init_family, sigma_w2, sigma_b2)
         u = input_scale / math.sqrt(width) * _f64(input_weight_draw(key, width))
         inputs = [_f64(sequence_draw(key, step, batch, width)) for step in range(depth)]
         zeros = jnp.zeros((batch, width), jnp.float64)
-
-        def objective(w_copies, b_copies, taps):
-            h, q, states = zeros, [], []
-            for w_t, b_t, x_t, tap in zip(w_copies, b_copies, inputs, taps, strict=True):
-                states.append(h)
-                z = h @ w_t.T + x_t @ u.T + b_t[None, :] + tap
-                q.append(jnp.mean(z**2))
-                h = phi(z)
-            return _loss_value(h @ readout.T, probe, loss, batch), jnp.stack(q)
-
-        (g_w, g_b, g_z), q = jax.grad(objective, argnums=(0, 1, 2), has_aux=True)(
-            [w] * depth, [b] * depth, [zeros] * depth
+        (g_w, g_b, g_z), q = _rnn_gradients(
+            [w] * depth,
+            [b] * depth,
+            [zeros] * depth,
+            inputs,
+            u,
+            _f64(shared.readout),
+            _f64(shared.probe),
+            activation=activation,
+            loss=loss,
         )
         suffix_sums = np.cumsum(np.stack([np.asarray(g) for g in g_w])[::-1], axis=0)[::-1]
         rows = []

@@ -43,11 +43,14 @@ class ChunkTask:
 
     @property
     def n_rows(self) -> int:
-        """Rows of its part: the real configs' depths (layer rows), or one per real config (Jacobian)."""
+        """Rows of its part: one per real config (Jacobian), or its layer rows: a row per layer, and a
+        residual block's one more per dense layer of its branch."""
         if self.measurement == JACOBIAN:
             return int(self.plan.real.sum())
-        depths = self.members["depth"].to_numpy()[self.plan.rows]
-        return int(depths[self.plan.real].sum())
+        rows = self.members["depth"].to_numpy()
+        if "branch_layers" in self.members:
+            rows = rows * (1 + self.members["branch_layers"].to_numpy())
+        return int(rows[self.plan.rows][self.plan.real].sum())
 
     @property
     def label(self) -> str:
