@@ -22,7 +22,7 @@ from pathlib import Path
 from gradbench.errors import SpecError
 from gradbench.sweep.axes import MODEL_KEYS, check_axis_names, read_network
 from gradbench.sweep.builtin import SWEEPS_DIR, built_in_sweeps
-from gradbench.sweep.train_section import TRAIN_KEYS, read_train
+from gradbench.sweep.train_section import TRAIN_KEYS, check_task, read_train
 from gradbench.sweep.types import Axis, SweepSpec, TrainSpec
 from gradbench.sweep.values import ValueReader
 
@@ -145,6 +145,10 @@ def _build(
     threshold = reader.number(classify.get("threshold", 2.0), "classify.threshold")
     if threshold <= 0:
         raise reader.error("classify.threshold", threshold, "a positive number (log10 units)")
+    train = read_train(reader, doc["train"]) if "train" in doc else None
+    if train is not None:
+        architectures = network.axes["architecture"].values
+        check_task(reader, train.task, architectures, network.axes["depth"].values)
 
     return SweepSpec(
         name=name,
@@ -159,7 +163,7 @@ def _build(
         chunk_size=chunk_size,
         depth_bucket_ratio=ratio,
         jacobian_probes=jacobian_probes,
-        train=read_train(reader, doc["train"]) if "train" in doc else None,
+        train=train,
     )
 
 

@@ -24,6 +24,7 @@ differences between configs are never data noise. The sequences of each length a
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -144,15 +145,28 @@ def _digits(keys: TaskKeys, samples: int, width: int, outputs: int, length, dtyp
 
 def _adding(keys: TaskKeys, samples: int, width: int, outputs: int, length, dtype) -> TaskData:
     values_key, first_key, second_key = jax.random.split(jax.random.fold_in(keys.x, length), 3)
-    values = jax.random.uniform(values_key, (samples, length), jnp.float32)
+    step_values, position = _adding_draws(samples)
+    values = np.stack([np.asarray(step_values(values_key, t)) for t in range(length)], axis=1)
     half = length // 2
-    first = jax.random.randint(first_key, (samples, 1), 0, half)
-    second = jax.random.randint(second_key, (samples, 1), half, length)
-    step = jnp.arange(length)[None, :]
-    markers = ((step == first) | (step == second)).astype(jnp.float32)
-    x = jnp.stack([values, markers], axis=-1).astype(dtype)
-    target = jnp.sum(x[..., 0] * x[..., 1], axis=1, keepdims=True)
-    return TaskData(x, target)
+    first = np.asarray(position(first_key, 0, half))
+    second = np.asarray(position(second_key, half, length))
+    markers = np.zeros((samples, length), np.float32)
+    markers[np.arange(samples), first] = 1.0
+    markers[np.arange(samples), second] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(dtype)
+    target = np.sum(x[..., 0] * x[..., 1], axis=1, keepdims=True)
+    return TaskData(jnp.asarray(x), jnp.asarray(target))
+
+
+@functools.cache
+def _adding_draws(samples: int):
+    """The adding problem's draws of one step's values and of marker positions in [low, high), jitted
+    with the step and the bounds traced: threefry compiles once per sample count, not per length."""
+    values = jax.jit(
+        lambda key, t: jax.random.uniform(jax.random.fold_in(key, t), (samples,), jnp.float32)
+    )
+    positions = jax.jit(lambda key, low, high: jax.random.randint(key, (samples,), low, high))
+    return values, positions
 
 
 # The data generator of each task of `gradbench.registry.TASKS`: (keys, samples, width, outputs,

@@ -41,8 +41,9 @@ _EXECUTABLES = compilation_cache.Executables()
 
 def configs_per_trainer_call(key: TrainKey, override: int | None, devices: int = 1) -> int:
     """Configs per trainer call: the override, or what fits TRAIN_CHUNK_BYTES (a rough estimate of
-    parameters, optimiser state, gradients and the saved activations of one step), rounded up to a
-    multiple of `devices` (the config axis is sharded)."""
+    parameters, optimiser state, gradients and the saved activations of one step, and a sequence
+    task's data set, which each config reads its own copy of), rounded up to a multiple of
+    `devices` (the config axis is sharded)."""
     if override:
         size = override
     else:
@@ -51,6 +52,7 @@ def configs_per_trainer_call(key: TrainKey, override: int | None, devices: int =
         layers = s.depth * max(1, s.branch_layers)
         params = layers * (s.width * s.width + s.width) + s.width * key.outputs
         floats = 6 * params + 4 * key.batch * s.width * layers
+        floats += key.samples * s.depth * registry.TASKS[key.task].sequence_features
         size = min(MAX_TRAIN_CHUNK, max(1, TRAIN_CHUNK_BYTES // (4 * floats)))
     return -(-size // devices) * devices
 
@@ -172,9 +174,13 @@ def _task_data(key: TrainKey, seed: int, lengths, dtype) -> datasets.TaskData:
             dtype=dtype,
         )
     return datasets.sequences(
-        key.task, seed=seed, samples=key.samples, lengths=lengths, steps=key.static.depth,
+        key.task,
+        seed=seed,
+        samples=key.samples,
+        lengths=lengths,
+        steps=key.static.depth,
         dtype=dtype,
-    )  # fmt: skip
+    )
 
 
 def _baselines(task: str, data: datasets.TaskData, part: pd.DataFrame, lengths):
@@ -182,11 +188,11 @@ def _baselines(task: str, data: datasets.TaskData, part: pd.DataFrame, lengths):
     own length's."""
     if lengths is None:
         return datasets.baseline_loss(task, data)
-    per_length = np.array([
+    per_length = [
         datasets.baseline_loss(task, datasets.TaskData(x, target))
         for x, target in zip(data.x, data.target, strict=True)
-    ])  # fmt: skip
-    return per_length[np.searchsorted(lengths, part["depth"].to_numpy())]
+    ]
+    return np.array(per_length)[np.searchsorted(lengths, part["depth"].to_numpy())]
 
 
 def _draw_id(static) -> tuple:

@@ -39,7 +39,8 @@ def _log10(x) -> np.ndarray:
 def training_tables(
     records, steps: int, log_every: int, trained_below: float, facts=()
 ) -> Training:
-    """training / training_layers / outcome tables from (config rows, Record, baseline loss) triples.
+    """training / training_layers / outcome tables from (config rows, Record, baseline loss) triples;
+    the baseline is one number, or one per config row (a sequence task's, per depth).
 
     A config is `trained` when it did not diverge and its final loss is below `trained_below` times
     the task's baseline loss (`gradbench.training.datasets.baseline_loss`: the loss of the best
