@@ -82,8 +82,10 @@ def test_results_are_never_config_axes():
     }  # fmt: skip
     assert all(schema.is_result(c) for c in result_columns)
     ids = set(schema.ID_COLUMNS)
-    axes = [c for c in (*schema.CONFIG_COLUMNS, *schema.TRAIN_CONFIG_COLUMNS) if c not in ids]
-    assert "loss" in axes
+    configs = (*schema.CONFIG_COLUMNS, *schema.TRAIN_CONFIG_COLUMNS)
+    derived = set(schema.DERIVED_COLUMNS)
+    axes = [c for c in configs if c not in ids and c not in derived]
+    assert "loss" in axes and derived <= set(configs)
     assert schema.config_axes([*axes, *result_columns, *schema.ID_COLUMNS, "layer"]) == axes
 
 

@@ -23,7 +23,8 @@ shrinks by a factor e:
     xi_c = -1 / ln chi_c,     chi_c = C'(c*) = sigma_w^2 E[phi'(u_1) phi'(u_2)] at c*.
 
 A negative xi means growth (|xi| layers per factor e), xi = inf criticality (algebraic decay). In
-the ordered phase c* = 1 and chi_c = chi_1, so xi_c = xi_grad.
+the ordered phase c* = 1 and chi_c = chi_1, so xi_c = xi_grad. Residual MLPs and Elman RNNs have
+maps of their own built on the same moments (`residual`, `recurrent`).
 
 How it is computed, one module a step:
 
@@ -40,6 +41,10 @@ How it is computed, one module a step:
     spread           `relu_finite_width`: the exact law of r at finite width (ReLU, no bias)
     spectrum         free probability's spread of the input-output Jacobian's spectrum
     edge_of_chaos    `critical_sigma_w2`, the sigma_w^2 where chi_1 = 1
+    residual         residual MLPs (norm none, pre- or post-layernorm/rmsnorm, one- or two-layer
+                     branches): `predict_residual`, `residual_blocks`
+    recurrent        Elman RNNs with input injection: `predict_recurrent`, `recurrent_steps`, and
+                     Pascanu et al.'s bound (`max_slope`, `singular_edge`)
     columns          `with_theory` and `with_spectrum`, the theory columns of a run's tables
     text             `describe`, `format_description` and the `--gains` table, what
                      `gradbench theory` prints
@@ -51,6 +56,10 @@ References:
         arXiv:1611.01232.
     Hanin, Nica (2019). Products of many large random matrices and gradients in deep neural
         networks. Commun. Math. Phys. arXiv:1812.05994.
+    Yang, Schoenholz (2017). Mean field residual networks: on the edge of chaos. NeurIPS.
+        arXiv:1712.08969.
+    Pascanu, Mikolov, Bengio (2013). On the difficulty of training recurrent neural networks. ICML.
+        arXiv:1211.5063.
 """
 
 from gradbench.theory.columns import with_spectrum, with_theory
@@ -65,6 +74,14 @@ from gradbench.theory.quantities import (
     predict,
     q_star,
 )
+from gradbench.theory.recurrent import (
+    RecurrentSteps,
+    max_slope,
+    predict_recurrent,
+    recurrent_steps,
+    singular_edge,
+)
+from gradbench.theory.residual import ResidualBlocks, predict_residual, residual_blocks
 from gradbench.theory.spread import FiniteWidth, relu_finite_width
 from gradbench.theory.text import describe, format_description, format_gains, gains
 
@@ -73,6 +90,8 @@ __all__ = [
     "FiniteDepthLayers",
     "FiniteWidth",
     "MeanField",
+    "RecurrentSteps",
+    "ResidualBlocks",
     "chi1",
     "critical_sigma_w2",
     "describe",
@@ -81,10 +100,16 @@ __all__ = [
     "format_description",
     "format_gains",
     "gains",
+    "max_slope",
     "mean_field",
     "predict",
+    "predict_recurrent",
+    "predict_residual",
     "q_star",
+    "recurrent_steps",
     "relu_finite_width",
+    "residual_blocks",
+    "singular_edge",
     "with_spectrum",
     "with_theory",
 ]

@@ -36,7 +36,7 @@ _NOISE = 1e-14  # a deviation of log10 chi_l below this is the tables' rounding:
 _NEAR = 1e-6  # and a finite q* must be this close (relative) before the tail test is trusted
 
 
-def _moments(tables: ActivationTables, homogeneous: bool, q: np.ndarray):
+def moments(tables: ActivationTables, homogeneous: bool, q: np.ndarray):
     """E[phi(sqrt(q) z)^2] and E[phi'(sqrt(q) z)^2]."""
     if homogeneous:
         m = tables.length(np.ones(1))[0]
@@ -77,7 +77,7 @@ def log10_chi_sums(
         while running.size:
             layer += 1
             at, w, fixed, goal = q[running], sw2[running], q_star[running], target[running]
-            second, slope = _moments(tables, homogeneous, at)
+            second, slope = moments(tables, homogeneous, at)
             log_chi = np.log10(w * slope)
             total[running] += log_chi
             q[running] = w * second + sb2[running]
@@ -110,7 +110,7 @@ def length_orbits(
     q = np.empty((sigma_w2.size, depth))
     q[:, 0] = sigma_w2 + sigma_b2
     for layer in range(1, depth):
-        second, _ = _moments(tables, homogeneous, q[:, layer - 1])
+        second, _ = moments(tables, homogeneous, q[:, layer - 1])
         q[:, layer] = sigma_w2 * second + sigma_b2
     return q
 
@@ -120,4 +120,4 @@ def orbit(
 ) -> tuple[np.ndarray, np.ndarray]:
     """q_l and chi_l of one configuration, l = 1..depth."""
     (q,) = length_orbits(tables, homogeneous, [sigma_w2], [sigma_b2], depth)
-    return q, sigma_w2 * _moments(tables, homogeneous, q)[1]
+    return q, sigma_w2 * moments(tables, homogeneous, q)[1]

@@ -1,4 +1,4 @@
-"""The mean field of residual MLPs: the stream's variance block by block, and each block's gradient factor.
+"""The mean field of residual MLPs: the stream's variance and each block's gradient factor.
 
 Block l maps the stream h_{l-1} (width n, h_0 = x, inputs of unit second moment) to h_l through a
 branch F(a) = W phi(a) + b, or W_2 phi(W_1 phi(a) + b_1) + b_2 with two branch layers, drawn afresh
@@ -9,15 +9,16 @@ per block with Var(W_ij) = sigma_w^2 / n, Var(b_i) = sigma_b^2, and a norm N, la
     pre-norm       h_l = h_{l-1} + alpha F(N(h_{l-1}))
     post-norm      h_l = N(h_{l-1} + alpha F(h_{l-1}))
 
-Forward. At large width the stream's entries are Gaussian with variance q_l, q_0 = 1. A branch whose
-input has variance a outputs variance V_F(a) = sigma_w^2 E[phi(sqrt(a) z)^2] + sigma_b^2 (two layers:
-V_F(a) = V(V(a)), the inner layer's pre-activations having variance V(a)), uncorrelated with its
-input because W has mean zero: the variances add, and phi's mean enters only through E[phi^2]. N
-outputs unit second moment (its input's mean is O(1/sqrt(n)), so layernorm and rmsnorm agree here):
+Forward. At large width the stream's entries are Gaussian with variance q_l, q_0 = 1. A branch
+whose input has variance a outputs variance V_F(a) = V(a) = sigma_w^2 E[phi(sqrt(a) z)^2] +
+sigma_b^2 (two layers: V_F(a) = V(V(a)), the inner pre-activations having variance V(a)),
+uncorrelated with its input because W has mean zero: the variances add, and phi's mean enters
+only through E[phi^2]. N outputs unit second moment (its input's mean is O(1 / sqrt(n)), so
+layernorm and rmsnorm agree here):
 
     none    q_l = q_{l-1} + alpha^2 V_F(q_{l-1})
-    pre     q_l = q_{l-1} + alpha^2 V_F(1)                 q grows linearly
-    post    q_l = 1, after a sum of variance 1 + alpha^2 V_F(1)
+    pre     q_l = q_{l-1} + alpha^2 V_F(1)              q grows linearly
+    post    q_l = 1, N dividing a sum of variance 1 + alpha^2 V_F(1)
 
 Backward. With g_l = dJ/dh_l, a block without norm sends back g_{l-1} = g_l + alpha J_F^T g_l, with
 J_F^T g = D W^T g (D = diag phi'(a)), or D_1 W_1^T D_2 W_2^T g with two layers. W is independent of
@@ -36,20 +37,24 @@ pre-norm the final N, lie above block L: they cancel in r). Pre-norm in closed f
 q_{l-1} = 1 + (l - 1) / a, a = 1 / (alpha^2 V_F(1)) and c = chi_F(1) / V_F(1),
 prod_{l<L} X_l = Gamma(L - 1 + a + c) Gamma(a) / (Gamma(a + c) Gamma(L - 1 + a)) ~ L^c. A
 homogeneous phi without bias has chi_F(1) = V_F(1) (E[phi'^2] = E[phi^2] for piecewise-linear phi
-through 0): post-norm is flat, X = 1, and pre-norm grows as L.
+through 0): post-norm is flat, X = 1, and pre-norm's product is 1 + (L - 1) alpha^2 V_F(1), the
+stream's variance q_{L-1}.
 
-Finite width. P removes from ||g||^2, per block, an O(1/n) part: with post-norm the component of g_l
+Finite width. P removes an O(1/n) part of ||g||^2 per block. With post-norm it is g_l's component
 along h_l, a fraction alpha^2 (sigma_w^2 E[(z phi'(z) - phi(z))^2] + sigma_b^2) / ((1 + alpha^2
-chi_F(1)) n), which is exactly zero when F is positively homogeneous (block l + 1's output is then
-invariant under h_l -> c h_l, so g_l is orthogonal to h_l), and for layernorm the mean, a fraction
-alpha^2 chi_F(1) / ((1 + alpha^2 chi_F(1)) n), offset by the mean that layernorm's s^2 leaves out in
-the forward pass; with pre-norm a fraction of order 1 / n of the branch's term only. Measured (n =
-64, 300 draws) the two components come to 0.000, 0.13-0.15 and 0.34-0.50 (times 1 / n) where this
-gives 0, 0.15 and 0.41-0.50. They are of the order of the other finite-width terms: the cross term
-has variance 4 alpha^2 chi_F / n and s^2 fluctuates by O(1 / sqrt(n)), so E[r] sits below the mean
-field by (0.7 to 1.4) (L - 1) / (2 ln(10) n) for post-norm (relu, tanh, linear, both norms, n =
-32 and 64, 600 draws): 0.04 to 0.08 at n = 256 and L = 64, where one draw's standard deviation is
-about 0.25. The prediction is the infinite-width mean field, as for MLPs, without the projection.
+chi_F(1)) n) if W^T g is independent of h, and exactly zero when F is positively homogeneous (block
+l + 1's output is then invariant under h_l -> c h_l, so g_l is orthogonal to h_l); for layernorm
+also the mean, a fraction alpha^2 chi_F(1) / ((1 + alpha^2 chi_F(1)) n), offset by the mean that
+layernorm's s^2 leaves out of the forward pass. Measured (n = 64, 300 draws, times n): the first is
+0.000 for relu and linear without bias, 0.13 for relu with sigma_b^2 = 0.3 and 0.11 for tanh where
+this gives 0.15; the second 0.50 for linear, 0.41 for tanh as given, but 0.34-0.38 for relu, whose
+D correlates W^T g with the constraint g_l . y_{l+1} = 0. With pre-norm it is a fraction O(1 / n)
+of the branch's term alone. These are of the order of the other finite-width terms: the cross term
+has variance 4 alpha^2 chi_F / n, s^2 fluctuates by O(1 / sqrt(n)). Altogether E[r] lies below the
+mean field by O(u), u = (L - 1) / (2 ln(10) n): measured (64 draws, n = 256, L = 32) between -2.5 u
+(relu without norm, X = 2) and +0.4 u, -0.7 u to -1.4 u for post-norm at n = 32 and 64; one draw
+spreads by about 0.1 to 0.2. The prediction is the infinite-width mean field, as for MLPs,
+projection left out.
 
 References:
     Yang, Schoenholz (2017). Mean field residual networks: on the edge of chaos. NeurIPS.
@@ -60,13 +65,14 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from gradbench import registry
 from gradbench.errors import SpecError
-from gradbench.theory.orbit import _moments
+from gradbench.theory.orbit import moments
 from gradbench.theory.quantities import as_activation
 from gradbench.theory.tables import ActivationTables, tables_for
 
@@ -85,11 +91,11 @@ class Branch(NamedTuple):
 
 def branch(tables: ActivationTables, homogeneous: bool, sigma_w2, sigma_b2, layers, a) -> Branch:
     """V_F(a) and chi_F(a) of one- or two-layer branches (`layers` 1 or 2), 1-D arrays."""
-    second, slope = _moments(tables, homogeneous, a)
+    second, slope = moments(tables, homogeneous, a)
     variance, gain = sigma_w2 * second + sigma_b2, sigma_w2 * slope
     two = np.flatnonzero(layers == 2)
     if two.size:
-        second, slope = _moments(tables, homogeneous, variance[two])
+        second, slope = moments(tables, homogeneous, variance[two])
         gain[two] *= sigma_w2[two] * slope
         variance[two] = sigma_w2[two] * second + sigma_b2[two]
     return Branch(variance, gain)
@@ -113,10 +119,21 @@ def _blocks(tables, homogeneous, sigma_w2, sigma_b2, layers, kind, alpha2, count
             q = np.where(kind == _POST, 1.0, q + alpha2 * variance)
 
 
-def _configs(sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha):
-    """The arguments as checked 1-D arrays in their broadcast shape, and each one's recursion."""
-    given = (sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha)
-    shape = np.broadcast_shapes(*(np.shape(a) for a in given))
+def activation_groups(activation, *arrays) -> tuple[tuple, list]:
+    """The broadcast shape of `arrays` and of `activation`, and (activation, flat indices of its
+    configurations) of each distinct activation: one (a registry name, a `registry.Activation` or
+    a callable) for all, or an array of registry names."""
+    if isinstance(activation, str | registry.Activation) or callable(activation):
+        shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+        return shape, [(as_activation(activation), np.arange(math.prod(shape)))]
+    names = np.asarray(activation, object)
+    shape = np.broadcast_shapes(names.shape, *(np.shape(a) for a in arrays))
+    names = np.broadcast_to(names, shape).ravel()
+    return shape, [(as_activation(n), np.flatnonzero(names == n)) for n in dict.fromkeys(names)]
+
+
+def _configs(shape, sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha):
+    """The arguments as checked 1-D arrays of the broadcast `shape`, and each one's recursion."""
     sw2, sb2, d, layers, a = (
         np.broadcast_to(np.asarray(x, float), shape).ravel()
         for x in (sigma_w2, sigma_b2, depth, branch_layers, alpha)
@@ -142,7 +159,7 @@ def _configs(sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alph
         if not ok.all():
             raise SpecError(f"`theory` {name}", values[~ok][0], expected)
     kind = np.where(norm == "none", _NONE, np.where(position == "pre", _PRE, _POST))
-    return shape, (sw2, sb2, layers.astype(np.int64), kind, a * a), d.astype(np.int64)
+    return (sw2, sb2, layers.astype(np.int64), kind, a * a), d.astype(np.int64)
 
 
 class ResidualBlocks(NamedTuple):
@@ -171,10 +188,9 @@ def residual_blocks(
 ) -> ResidualBlocks:
     """q_{l-1}, X_l (l = 1..L) and the predicted r of one configuration; the arguments are those of
     `predict_residual`, scalars."""
+    given = (sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha)
+    config, depth = _configs((), *given)
     act = as_activation(activation)
-    _, config, depth = _configs(
-        sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha
-    )
     (tables,) = tables_for([act])
     blocks = list(_blocks(tables, act.homogeneous, *config, int(depth[0])))
     q, factor = (np.concatenate(parts) for parts in zip(*blocks, strict=True))
@@ -205,16 +221,12 @@ def predict_residual(
         `fixed_point_log10_delta_ratio` = (L - 1) log10(chi1) / 2, equal to r where chi1 is
         defined; `xi_c`, NaN (no correlation map is derived here).
     """
-    shape, config, depth = _configs(
-        sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha
-    )
-    groups = [(activation, np.arange(depth.size))]
-    if not (isinstance(activation, str | registry.Activation) or callable(activation)):
-        names = np.broadcast_to(np.asarray(activation, object), shape).ravel()
-        groups = [(name, np.flatnonzero(names == name)) for name in dict.fromkeys(names)]
-    acts = [as_activation(name) for name, _ in groups]
+    given = (sigma_w2, sigma_b2, depth, branch_layers, norm, norm_position, alpha)
+    shape, groups = activation_groups(activation, *given)
+    config, depth = _configs(shape, *given)
+    acts = [act for act, _ in groups]
     ratio, chi1 = np.zeros(depth.size), np.full(depth.size, np.nan)
-    for act, tables, (_, rows) in zip(acts, tables_for(acts), groups, strict=True):
+    for (act, rows), tables in zip(groups, tables_for(acts), strict=True):
         kind = config[3][rows]
         steady = rows[(kind == _POST) | ((kind == _NONE) & act.homogeneous)]
         _, chi1[steady] = next(_blocks(tables, act.homogeneous, *(a[steady] for a in config), 1))
