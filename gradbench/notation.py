@@ -5,6 +5,9 @@ sentences and tables) both write columns and numbers, and a caption must name σ
 exactly as the figure above it does, so both take their notation from here. Everything is plain
 Unicode text, not mathtext: a mathtext label costs matplotlib a parse per label, font size and
 renderer (a seventh of a report's time). Imports neither matplotlib nor JAX.
+
+How names and tables write architecture settings (leaving out those that do not apply) is
+`gradbench.analysis.settings`, which needs the registry.
 """
 
 from __future__ import annotations
@@ -12,8 +15,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# The symbol of each noise-scale column: in sentences ("σ_w² = 2") and in axis labels alike.
-SYMBOLS = {"sigma_w2": "σ_w²", "sigma_w": "σ_w", "sigma_b2": "σ_b²", "sigma_b": "σ_b"}
+# The symbol of each noise-scale column: in sentences ("σ_w² = 2") and in axis labels alike; and
+# of the architecture settings that are numbers.
+SYMBOLS = {
+    "sigma_w2": "σ_w²",
+    "sigma_w": "σ_w",
+    "sigma_b2": "σ_b²",
+    "sigma_b": "σ_b",
+    "branch_scale": "α",
+    "alpha": "α",
+    "branch_layers": "branch layers",
+    "norm_position": "norm position",
+    "input_scale": "input scale",
+}
 
 # The axis label of each column a figure draws; other columns are labelled by their name.
 LABELS = {

@@ -340,8 +340,17 @@ def test_a_facet_without_any_finite_growth_gets_its_regimes_only(summary):
 
 
 # The modules of gradbench.report that only compute text; the rest draw with gradbench.plots.
-TEXT_MODULES = ("findings", "replicates", "spectrum", "training", "render")
-DRAWING_MODULES = ("page", "training_sections")
+TEXT_MODULES = (
+    "findings",
+    "replicates",
+    "spectrum",
+    "training",
+    "render",
+    "architectures",
+    "depth_laws",
+    "predictions",
+)
+DRAWING_MODULES = ("page", "training_sections", "architecture_sections")
 
 
 def test_text_modules_of_the_report_import_neither_matplotlib_nor_jax():

@@ -10,6 +10,7 @@ with one pandas groupby per panel and drawn with plain matplotlib: seaborn's per
 
     diagrams     phase_diagram, regime_map: heatmaps over two swept axes
     curves       ratio_curves, layer_profiles: lines against one axis or the layer index
+    depth        depth_curves: r against depth per network family, with theory's r
     facet_maps   facet_map, layer_map: one heatmap row per facet, for sweeps with many facets
     theory       theory_agreement, and the mean-field overlays of the diagrams
     training     trainability_diagram, clipping_map, training_curves
@@ -30,6 +31,7 @@ if "matplotlib.pyplot" not in sys.modules:  # respect a backend the user already
 
 from gradbench.plots.axes import infer_axes, is_log_axis  # noqa: E402
 from gradbench.plots.curves import layer_profiles, ratio_curves  # noqa: E402
+from gradbench.plots.depth import depth_curves  # noqa: E402
 from gradbench.plots.diagrams import phase_diagram, regime_map  # noqa: E402
 from gradbench.plots.facet_maps import facet_map, layer_map  # noqa: E402
 from gradbench.plots.layout import MAX_PANELS, panel_count, save, thin  # noqa: E402
@@ -48,6 +50,7 @@ __all__ = [
     "regime_map",
     "ratio_curves",
     "layer_profiles",
+    "depth_curves",
     "facet_map",
     "layer_map",
     "theory_agreement",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from gradbench.analysis.settings import fixed_by_architecture
 from gradbench.schema import ID_COLUMNS, axis_scale, config_axes
 
 
@@ -44,7 +45,8 @@ def infer_axes(
 
     x prefers the weight scale (in the units the sweep used), y prefers depth, then the bias scale;
     every other axis with more than one value becomes a facet column (several are combined into one
-    facet label). x or y is None when fewer numeric axes were swept.
+    facet label), but for an architecture setting that the architecture decides. x or y is None
+    when fewer numeric axes were swept.
     """
     declared = (manifest or {}).get("axes") or {}
     swept = [
@@ -56,6 +58,8 @@ def infer_axes(
         swept = [c for c in config_axes(summary.columns) if c != "init_family"]
         swept = [c for c in swept if summary[c].nunique(dropna=False) > 1]
         swept = [c for c in swept if not (c in ("sigma_w", "sigma_b") and f"{c}2" in swept)]
+    fixed = fixed_by_architecture(summary, swept)  # branch_layers 0 for mlp, 1 for resmlp
+    swept = [a for a in swept if a not in fixed]
     numeric = [a for a in swept if pd.api.types.is_numeric_dtype(summary[a])]
     x = next((a for a in ("sigma_w2", "sigma_w", "sigma_b2", "sigma_b") if a in numeric), None)
     x = x or (numeric[0] if numeric else None)

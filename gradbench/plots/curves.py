@@ -82,7 +82,7 @@ def _hue_palette(df: pd.DataFrame, hue: str | None, max_lines: int) -> dict:
     return dict(zip(values.tolist(), ramp(len(values)), strict=True))
 
 
-def _band(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
+def band_polygons(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
     """Polygons between `low` and `high` over each run of x where both are finite."""
     return [
         np.column_stack([np.concatenate([x[a:b], x[a:b][::-1]]),
@@ -113,7 +113,7 @@ def _lines(df, x, value, hue, facet, max_lines, title, threshold=None, log_x=Fal
         for key, line in lines:
             at = line.index.get_level_values(x).to_numpy(float)
             colour = colours[key] if colours else "C0"
-            found = _band(at, line["min"].to_numpy(float), line["max"].to_numpy(float))
+            found = band_polygons(at, line["min"].to_numpy(float), line["max"].to_numpy(float))
             bands += found
             band_colours += [colour] * len(found)
             ax.plot(at, line["mean"], color=colour, marker=marker, markersize=3, lw=1.5)

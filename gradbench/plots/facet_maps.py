@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from gradbench.analysis.facets import facet_columns, group_by_facets
+from gradbench.analysis.settings import ARCHITECTURE_SETTINGS, setting_words
 from gradbench.notation import fmt, label, symbol
 from gradbench.plots.cells import cell_means, flag_handles, mark_flags
 from gradbench.plots.layout import TICKS, thin
@@ -33,12 +34,17 @@ CELL_TEXT_LIMIT = 600  # heatmap cells labelled with their value up to this many
 
 
 def facet_label(columns: Sequence[str], key: object) -> str:
-    """ "relu/he, σ_b² = 0.05": the names of categorical values, then numeric ones by symbol."""
+    """ "relu/he, σ_b² = 0.05": the names of categorical values, then the architecture
+    settings as `analysis.settings.setting_words` writes them ("resmlp, α = 0.5", those that do
+    not apply left out), then numeric values by symbol."""
     values = key if isinstance(key, tuple) else (key,)
-    pairs = list(zip(columns, values, strict=True))
+    pairs = [(c, v) for c, v in zip(columns, values, strict=True) if c not in ARCHITECTURE_SETTINGS]
     words = [str(v) for _, v in pairs if isinstance(v, str)]
+    settings = setting_words(
+        {c: v for c, v in zip(columns, values, strict=True) if c in ARCHITECTURE_SETTINGS}
+    )
     rest = [f"{symbol(c)} = {fmt(v)}" for c, v in pairs if not isinstance(v, str)]
-    return ", ".join(["/".join(words)] * bool(words) + rest)
+    return ", ".join(["/".join(words)] * bool(words) + settings + rest)
 
 
 def _facet_rows(df: pd.DataFrame, cols: list[str]) -> tuple[pd.DataFrame, list[str]]:

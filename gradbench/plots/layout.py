@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gradbench.analysis.facets import facet_columns, facet_parts, group_by_facets
+from gradbench.analysis.settings import ARCHITECTURE_SETTINGS, setting_words
 from gradbench.notation import fmt, label
 
 MAX_PANELS = 6  # more facets than this are drawn as rows of one heatmap (`facet_map`, `layer_map`)
@@ -31,14 +32,20 @@ def panel_count(df: pd.DataFrame, facet: str | Sequence[str] | None) -> int:
 def facet_panels(
     df: pd.DataFrame, facet: str | Sequence[str] | None
 ) -> list[tuple[str, pd.DataFrame]]:
-    """(title, part) per panel, one per combination of the facet columns ("" without a facet)."""
+    """(title, part) per panel, one per combination of the facet columns ("" without a facet):
+    "label = value" each, architecture settings as `analysis.settings.setting_words` writes them."""
     cols = facet_columns(facet)
     if not cols:
         return [("", df)]
-    return [
-        (", ".join(f"{label(c)} = {fmt(v)}" for c, v in zip(cols, key, strict=True)), part)
-        for key, part in facet_parts(df, cols)
-    ]
+    return [(panel_title(cols, key), part) for key, part in facet_parts(df, cols)]
+
+
+def panel_title(columns: Sequence[str], key: Sequence) -> str:
+    """ "activation = relu, resmlp, α = 0.5": the title of one facet's panel."""
+    values = dict(zip(columns, key, strict=True))
+    settings = setting_words({c: v for c, v in values.items() if c in ARCHITECTURE_SETTINGS})
+    rest = [f"{label(c)} = {fmt(v)}" for c, v in values.items() if c not in ARCHITECTURE_SETTINGS]
+    return ", ".join(rest + settings)
 
 
 def thin(values: np.ndarray, n: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from gradbench.notation import fmt, label
-from gradbench.schema import ID_COLUMNS
+from gradbench.schema import ID_COLUMNS, layer_rows
 
 
 def representative(
@@ -40,8 +40,11 @@ def representative(
 def chosen_layers(
     layers: pd.DataFrame, configs: pd.DataFrame, keep: Sequence[str | None]
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The layers of the configs `representative` keeps, with their config columns; and its notes."""
+    """The layers of the configs `representative` keeps, with their config columns; and its notes.
+    Only the rows of whole layers, blocks or steps (`schema.layer_rows`), not a residual branch's
+    dense layers."""
     chosen, notes = representative(configs, keep, list(configs.columns))
     columns = ["config_id", *dict.fromkeys(k for k in [*keep, "replicate"] if k in chosen)]
+    layers = layer_rows(layers)
     rows = layers[layers["config_id"].isin(chosen["config_id"])]
     return rows.merge(chosen[columns], on="config_id", how="inner"), notes

@@ -158,6 +158,7 @@ def clipping_map(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(parts) :]:
         fig.delaxes(ax)
+    axes = axes[: len(parts)]  # an odd number of facets leaves the last grid cell empty
     mesh = None
     for ax, (title, part) in zip(axes, parts, strict=True):
         agg = part.groupby(["setting", x]).agg(

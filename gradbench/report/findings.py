@@ -14,7 +14,14 @@ import pandas as pd
 
 from gradbench.analysis.crossings import crossing, grid_runs
 from gradbench.analysis.facets import group_by_facets
+from gradbench.analysis.settings import (
+    ARCHITECTURE_SETTINGS,
+    fixed_by_architecture,
+    setting_words,
+    table_cells,
+)
 from gradbench.notation import fmt, symbol
+from gradbench.report.architectures import architecture_of, layer_word
 from gradbench.schema import SCALE_AXES, SEVERITY, config_axes
 
 
@@ -62,10 +69,11 @@ def scale_axis(summary: pd.DataFrame) -> str | None:
 
 
 def finding_facets(summary: pd.DataFrame, scale: str | None) -> list[str]:
-    """Varying config columns other than the scale and depth (sigma_w2 stands for sigma_w)."""
+    """Varying config columns other than the scale and depth (sigma_w2 stands for sigma_w), and
+    other than architecture settings the architecture decides (`settings.fixed_by_architecture`)."""
     cols = [c for c in config_axes(summary.columns) if c != "init_family"]
     cols = [c for c in cols if summary[c].nunique(dropna=False) > 1]
-    drop = {scale, "depth"}
+    drop = {scale, "depth", *fixed_by_architecture(summary, cols)}
     if scale in SCALE_AXES:
         drop |= set(SCALE_AXES)
     drop |= {c[:-1] for c in ("sigma_w2", "sigma_b2") if c in cols}
@@ -73,8 +81,10 @@ def finding_facets(summary: pd.DataFrame, scale: str | None) -> list[str]:
 
 
 def facet_name(summary: pd.DataFrame, facets: list[str], key: tuple) -> str:
-    """ "relu/he, σ_b² = 0.05": activation and init by value (also when fixed), others by name;
-    numbers, integers included, to 3 significant digits."""
+    """ "relu/he, σ_b² = 0.05": activation and init by value (also when fixed), then the
+    architecture settings as `analysis.settings.setting_words` writes them ("resmlp, α = 0.5",
+    those that do not apply left out), others by name; numbers, integers included, to 3
+    significant digits."""
     values = dict(zip(facets, key, strict=True))
     lead = [c for c in ("activation", "init") if c in values or c in summary]
     words = [
@@ -82,12 +92,18 @@ def facet_name(summary: pd.DataFrame, facets: list[str], key: tuple) -> str:
         for c in lead
         if c in values or summary[c].nunique() == 1
     ]
+    fixed = {
+        c: summary[c].iloc[0]
+        for c in ARCHITECTURE_SETTINGS
+        if c in summary and len(summary) and summary[c].nunique() == 1
+    }
+    settings = setting_words({c: v for c, v in values.items() if c in ARCHITECTURE_SETTINGS}, fixed)
     rest = [
         f"{symbol(c)} = {fmt(float(v)) if isinstance(v, int | float) else v}"
         for c, v in values.items()
-        if c not in lead
+        if c not in lead and c not in ARCHITECTURE_SETTINGS
     ]
-    return ", ".join(["/".join(words)] * bool(words) + rest) or "all configs"
+    return ", ".join(["/".join(words)] * bool(words) + settings + rest) or "all configs"
 
 
 def findings(summary: pd.DataFrame, threshold: float, *, scale: str | None = None) -> list[Finding]:
@@ -121,7 +137,8 @@ def findings(summary: pd.DataFrame, threshold: float, *, scale: str | None = Non
                 _regimes(name, facet, _facet_rows(regimes, facets, key), scale, depth, threshold)
             )
             out += _critical(name, facet, at, scale, depth)
-        out += _factors(name, facet, at, scale, depth)
+        word = layer_word(architecture_of(facet, summary))
+        out += _factors(name, facet, at, scale, depth, word)
     out.append(_nonfinite(summary, scale))
     if "underflow" in summary and summary["underflow"].astype(bool).any():
         out.append(_underflow(summary))
@@ -245,8 +262,9 @@ def _critical(name, facet, means, scale, depth) -> list[Finding]:
     return [Finding(f"{text} (depth {depth}).", numbers, facet, "critical")]
 
 
-def _factors(name, facet, means, scale, depth) -> list[Finding]:
-    """`means`: `_per_scale` of the facet, indexed by scale value (or a constant without one)."""
+def _factors(name, facet, means, scale, depth, word: str = "layer") -> list[Finding]:
+    """`means`: `_per_scale` of the facet, indexed by scale value (or a constant without one);
+    `word`: what a layer is ("block" of a residual MLP, "step" of an RNN)."""
     if means.empty:
         return []
     picks = [means.index[0], means["delta_growth"].abs().idxmin(), means.index[-1]]
@@ -257,8 +275,8 @@ def _factors(name, facet, means, scale, depth) -> list[Finding]:
         where = f"{name}, {symbol(scale)} = {fmt(s)}" if scale else name
         verb = "changes" if fmt(10**g) == "1" else "grows" if g > 0 else "shrinks"
         text = (
-            f"{where}: the backward signal {verb} ×{fmt(10**g)} per layer toward the input; "
-            f"at depth {depth} the first layer receives 10^{fmt(r)} of the last layer's "
+            f"{where}: the backward signal {verb} ×{fmt(10**g)} per {word} toward the input; "
+            f"at depth {depth} the first {word} receives 10^{fmt(r)} of the last {word}'s "
             f"gradient (mean of {int(row['replicates'])} replicates)"
         )
         numbers = {
@@ -358,8 +376,8 @@ def cell_table(summary: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         table["χ₁ (theory)"] = grouped["chi1"].mean().map(_shown)
     table["regime (majority)"] = majorities(summary, keys)
     table = table.reset_index()
-    for key in keys:
-        table[key] = table[key].map(fmt)
+    shown = [table_cells(keys, row) for row in table[keys].itertuples(index=False)]
+    table[keys] = pd.DataFrame(shown, columns=keys, index=table.index)
     return table.rename(columns={k: symbol(k) for k in keys})
 
 

@@ -17,15 +17,19 @@ import pandas as pd
 from gradbench import plots
 from gradbench.analysis import agreement
 from gradbench.analysis.facets import facet_parts
-from gradbench.notation import fmt
+from gradbench.analysis.settings import ARCHITECTURE_SETTINGS, fixed_by_architecture, table_cells
+from gradbench.notation import fmt, symbol
+from gradbench.report.architecture_sections import architecture_blocks
+from gradbench.report.architectures import layer_note, opening_paragraph
 from gradbench.report.findings import cell_table, finding_facets, findings, glance, scale_axis
+from gradbench.report.predictions import chi1_cells
 from gradbench.report.render import html_page, markdown
 from gradbench.report.replicates import replicate_findings
 from gradbench.report.spectrum import ON_EDGE, on_edge, spectrum_findings
 from gradbench.report.training import gradient_view, training_steps
 from gradbench.report.training_sections import training_blocks
 from gradbench.results import Run
-from gradbench.schema import REGIMES
+from gradbench.schema import REGIMES, layer_rows
 
 
 def _threshold(run: Run) -> float:
@@ -97,12 +101,13 @@ def _facts(run: Run, threshold: float) -> list[tuple[str, str]]:
 def _regime_table(summary: pd.DataFrame, facets: list[str]) -> tuple[list[str], list[list[str]]]:
     """Config counts per facet and regime; "unmeasured" gets a column only where it occurs."""
     regimes = [r for r in REGIMES if r != "unmeasured" or summary["regime"].eq(r).any()]
-    header = [*(facets or ["configs"]), *regimes, "total"]
+    named = [symbol(c) if c in ARCHITECTURE_SETTINGS else c for c in facets]
+    header = [*(named or ["configs"]), *regimes, "total"]
     rows = []
     for key, part in facet_parts(summary, facets):
         counts = part["regime"].value_counts()
         cells = [str(int(counts.get(r, 0))) for r in regimes]
-        rows.append([*map(fmt, key or ("all",)), *cells, str(len(part))])
+        rows.append([*(table_cells(facets, key) if key else ["all"]), *cells, str(len(part))])
     return header, rows
 
 
@@ -180,6 +185,9 @@ def _figures(run: Run, threshold: float, directory: Path, axes) -> list[tuple[st
         "layer (r at layer 1), the mean over replicates, coloured as the gradient ratios; one "
         f"panel per {x or 'depth'} value, at the largest depth.",
     }
+    note = layer_note(s)
+    words["layers"] += note
+    words["layer_map"] += note
     return [(stem, FIGURES[stem][0], FIGURES[stem][1].format(**words)) for stem in draw]
 
 
@@ -202,10 +210,11 @@ def _facet_grids(run: Run, x, y, facet, threshold: float) -> dict:
         draw["ratio_curves"] = partial(
             plots.ratio_curves, s, x, threshold=threshold, hue=y, facet=facet, log_x=logs["log_x"]
         )
+    layers = layer_rows(run.layers)
     for stem, value in LAYER_VALUES.items():
-        if value in run.layers:
+        if value in layers:
             draw[stem] = partial(
-                plots.layer_profiles, run.layers, run.configs, hue=x, facet=facet, value=value
+                plots.layer_profiles, layers, run.configs, hue=x, facet=facet, value=value
             )
     return draw
 
@@ -213,10 +222,11 @@ def _facet_grids(run: Run, x, y, facet, threshold: float) -> dict:
 def _facet_summaries(run: Run, x: str, facet, threshold: float) -> dict:
     """The figures of a sweep with more facets than panels a reader can compare: a row each."""
     draw = {"ratio_map": partial(plots.facet_map, run.summary, x, facet, threshold=threshold)}
+    layers = layer_rows(run.layers)
     for stem, value in LAYER_VALUES.items():
-        if value in run.layers:
+        if value in layers:
             draw[stem.replace("layers_", "layer_map_")] = partial(
-                plots.layer_map, run.layers, run.configs, facet=facet, hue=x, value=value,
+                plots.layer_map, layers, run.configs, facet=facet, hue=x, value=value,
                 threshold=threshold,
             )  # fmt: skip
     return draw
@@ -242,13 +252,7 @@ def write_report(run: Run, out_dir: str | Path | None = None) -> Path:
     name = str(run.manifest.get("name", Path(run.path).name))
     blocks: list[tuple] = [
         ("h1", f"gradbench report: {name}"),
-        (
-            "p",
-            f"{len(run.summary)} configurations. r = log10(‖δ_1‖/‖δ_L‖) compares the backward "
-            f"signal ‖∂J/∂z_l‖ at the first and the last hidden layer; a config is vanishing if "
-            f"r < −{fmt(threshold)}, exploding if r > {fmt(threshold)}, stable otherwise, and "
-            "nonfinite if NaN or Inf appeared.",
-        ),
+        ("p", opening_paragraph(run.summary, threshold)),
         *(training_blocks(full, steps, out / "figures") if steps is not None else []),
         *_glance_blocks(run.summary, threshold, scale, facets),
         ("h2", "Findings"),
@@ -277,6 +281,7 @@ def write_report(run: Run, out_dir: str | Path | None = None) -> Path:
             for b in (("h3", title), ("figure", f"figures/{stem}", title), ("p", caption))
         ],
         *_theory_blocks(run.summary, out / "figures"),
+        *architecture_blocks(run.summary, facets, scale, threshold, out / "figures"),
         *_spectrum_blocks(run.summary, out / "figures"),
         *_cell_blocks(run.summary, axes),
         ("h2", "What was run"),
@@ -328,14 +333,19 @@ def _theory_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
     """The measurement-vs-theory section, when the run carries mean-field columns."""
     if "chi1" not in summary or summary["chi1"].isna().all():
         return []
-    table = agreement.cells(summary)
+    table = chi1_cells(summary)
     numbers = agreement.score(table)
     plots.save(plots.theory_agreement(table), figures, "theory_agreement")
     worst = table.dropna(subset=["ratio"]).assign(off=lambda t: (t["ratio"] - 1).abs())
     worst = worst[~worst["agrees"]].sort_values("off", ascending=False).head(10)
+    settings = [c for c in ARCHITECTURE_SETTINGS if c in worst]  # those that vary (chi1_cells)
     columns = [c for c in agreement.CELL if c in worst and summary[c].nunique() > 1]
+    columns = [
+        *(c for c in settings if c not in fixed_by_architecture(summary, settings)),
+        *columns,
+    ]
     rows = [
-        [fmt(r[c]) for c in columns]
+        table_cells(columns, [r[c] for c in columns])
         + [
             fmt(r["measured"]),
             fmt(r["chi1"]),
@@ -358,7 +368,12 @@ def _theory_blocks(summary: pd.DataFrame, figures: Path) -> list[tuple]:
     if rows:
         blocks += [
             ("h3", "Cells that disagree most, and why"),
-            ("table", columns + ["measured", "chi_1", "ratio", "explanation"], rows),
+            (
+                "table",
+                [symbol(c) if c in settings else c for c in columns]
+                + ["measured", "chi_1", "ratio", "explanation"],
+                rows,
+            ),
         ]
     return blocks
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradbench.analysis.facets import group_by_facets
+from gradbench.analysis.settings import fixed_by_architecture
 from gradbench.notation import fmt
 from gradbench.report.findings import Finding, facet_name
 from gradbench.schema import SEVERITY, config_axes
@@ -106,6 +107,8 @@ def _against_law(cells: pd.DataFrame, grouped) -> Finding:
 
 def _cell_axes(summary: pd.DataFrame) -> list[str]:
     """The swept axes that tell cells apart, each once: sigma_w and sigma_b go with their squares,
-    the init family with the init that names it."""
+    the init family with the init that names it, a setting that the architecture decides with it."""
     twins = {"sigma_w", "sigma_b", "init_family"}
-    return [c for c in config_axes(summary.columns) if c not in twins and summary[c].nunique() > 1]
+    axes = [c for c in config_axes(summary.columns) if c not in twins and summary[c].nunique() > 1]
+    fixed = fixed_by_architecture(summary, axes)
+    return [c for c in axes if c not in fixed]

@@ -23,6 +23,7 @@ from gradbench.schema import (
     TRAIN_AXES,
     TRAIN_CONFIG_COLUMNS,
     config_axes,
+    layer_rows,
 )
 
 
@@ -33,7 +34,8 @@ def training_steps(run: Run) -> pd.DataFrame | None:
 
 def gradient_view(run: Run) -> Run:
     """The run with one row per network (the first of its training settings), without training
-    columns: gradients at initialisation do not depend on how the network is trained afterwards."""
+    columns: gradients at initialisation do not depend on how the network is trained afterwards.
+    Its layers are the whole layers, blocks or steps (`schema.layer_rows`)."""
     drop = [*TRAIN_CONFIG_COLUMNS, "train_group", *OUTCOME_COLUMNS]
     summary = run.summary.drop(columns=[c for c in drop if c in run.summary])
     network = [c for c in config_axes(summary.columns) if c != "init_family"]
@@ -46,7 +48,8 @@ def gradient_view(run: Run) -> Run:
     manifest["axes"] = {
         k: v for k, v in (run.manifest.get("axes") or {}).items() if k not in TRAIN_AXES
     }
-    layers = run.layers[run.layers["config_id"].isin(keep)]
+    layers = layer_rows(run.layers)
+    layers = layers[layers["config_id"].isin(keep)]
     return dataclasses.replace(
         run,
         configs=configs,
@@ -131,12 +134,14 @@ def training_findings(summary: pd.DataFrame) -> list[Finding]:
 
 def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
     """Per facet and depth: the scale values where most replicates trained, and where theory puts
-    depth <= multiple x xi_c. Only runs without clipping (or the sweep's only clipping setting)."""
+    depth <= multiple x xi_c. Only runs without clipping (or the sweep's only clipping setting),
+    and only networks with a depth scale (xi_c is NaN where theory has none, e.g. resmlp)."""
     s = summary
     if clip_varies(s):
         s = s[s["clip"] == "none"]
     facets = [c for c in finding_facets(s, scale) if c not in TRAIN_AXES or s[c].nunique() > 1]
     facets = [c for c in facets if c not in ("clip", "clip_threshold")]
+    s = s[s["xi_c"].notna()]  # after the facets, so that names still say which network
     rows = []
     for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
@@ -165,9 +170,11 @@ def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.Dat
 
 def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
     """Per facet and scale value: the deepest depth at which most replicates trained, the
-    shallowest at which they did not, and the theory's depth scale `multiple` x xi_c there."""
+    shallowest at which they did not, and the theory's depth scale `multiple` x xi_c there (only
+    networks with a depth scale)."""
     s = summary[summary["clip"] == "none"] if clip_varies(summary) else summary
     facets = [c for c in finding_facets(s, scale) if c not in ("clip", "clip_threshold")]
+    s = s[s["xi_c"].notna()]
     rows = []
     for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
@@ -193,7 +200,15 @@ def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFr
 
 
 def reach_findings(reach: pd.DataFrame, scale: str, multiple: float) -> list[Finding]:
-    """The deepest trained depth against the theory's depth scale, on each side of chi_1 = 1."""
+    """The deepest trained depth against the theory's depth scale, per facet on each side of
+    chi_1 = 1."""
+    out = []
+    for name in reach["configs"].unique() if len(reach) else []:
+        out += _reach_sides(reach[reach["configs"] == name], scale, multiple)
+    return out
+
+
+def _reach_sides(reach: pd.DataFrame, scale: str, multiple: float) -> list[Finding]:
     out = []
     for side, rows in (("ordered", reach["_chi1"] < 1), ("chaotic", reach["_chi1"] > 1)):
         part = reach[rows]

@@ -70,7 +70,13 @@ def training_blocks(run: Run, steps: pd.DataFrame, figures: Path) -> list[tuple]
     blocks: list[tuple] = [("h2", "Training"), ("p", setup_text(run))]
     found = training_findings(s)
     band = reach = None
-    if scale and "depth" in s and s["depth"].nunique() > 1 and "xi_c" in s:
+    if (
+        scale
+        and "depth" in s
+        and s["depth"].nunique() > 1
+        and "xi_c" in s
+        and s["xi_c"].notna().any()
+    ):
         band = trainable_band(s, scale, multiple)
         found.append(band_finding(band, multiple))
         reach = depth_reach(s, scale, multiple)
