@@ -449,7 +449,7 @@ def cmd_list(args) -> int:
         print(f"  {p.name:<18} {p.family}, sigma_w^2 = {p.sigma_w2:.4g}: {p.description}")
     named = {
         "losses ([model] loss)": registry.LOSSES,
-        "architectures ([model] architecture)": registry.ARCHITECTURES,
+        "architectures (architecture, in [model] or [axes])": registry.ARCHITECTURES,
         "optimizers ([train] optimizer)": registry.OPTIMIZERS,
         "clipping rules ([train] clip)": registry.CLIP_RULES,
         "training tasks ([train] task)": registry.TASKS,
@@ -458,6 +458,8 @@ def cmd_list(args) -> int:
         print(f"{heading}:")
         for entry in entries.values():
             print(f"  {entry.name:<18} {entry.description}")
+            for key, default in getattr(entry, "settings", {}).items():
+                print(f"    {key:<16} default {default!r}")
     print(f"built-in sweeps ({SWEEPS_DIR}):")
     for name, path in built_in_sweeps().items():
         print(f"  {name:<24} {_description(path)}")

@@ -361,3 +361,28 @@ def test_the_new_text_modules_import_neither_matplotlib_nor_jax():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_depth_scale_rule_speaks_about_mlps_only():
+    from gradbench.report.training import has_depth_scale
+
+    s = pd.DataFrame(
+        {"architecture": ["mlp", "mlp", "rnn", "resmlp"], "xi_c": [3.0, np.nan, 5.0, np.nan]}
+    )
+    assert has_depth_scale(s).tolist() == [True, False, False, False]
+
+
+def test_clipped_runs_that_diverge_before_any_update_are_counted_apart():
+    from gradbench.report.training import _before_any_update
+
+    clipped = pd.DataFrame(
+        {
+            "diverged": [True, True, True, False],
+            "diverged_step": [0, 0, 3, -1],
+            "loss_initial": [np.inf, 1.0, 2.0, 1.0],
+        }
+    )
+    found = _before_any_update(clipped)
+    assert found.numbers == {"count": 2, "runs": 4, "forward": 1}
+    assert "2 of the 4 clipped runs diverged at step 0" in found.text
+    assert _before_any_update(clipped.iloc[2:]).text == ""

@@ -132,16 +132,25 @@ def training_findings(summary: pd.DataFrame) -> list[Finding]:
     return out
 
 
+def has_depth_scale(summary: pd.DataFrame) -> pd.Series:
+    """Rows whose trainability the rule "depth <= 6 xi_c" speaks about: MLPs with a finite-or-
+    infinite xi_c. The rule is Schoenholz et al.'s (2017) for deep feed-forward nets; xi_c is NaN for
+    residual nets, and an RNN's xi_c (the correlation map of two states under shared inputs) has
+    no such trainability result to hold it against."""
+    mlp = summary["architecture"].eq("mlp") if "architecture" in summary else True
+    return summary["xi_c"].notna() & mlp
+
+
 def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
     """Per facet and depth: the scale values where most replicates trained, and where theory puts
     depth <= multiple x xi_c. Only runs without clipping (or the sweep's only clipping setting),
-    and only networks with a depth scale (xi_c is NaN where theory has none, e.g. resmlp)."""
+    and only MLPs (`has_depth_scale`)."""
     s = summary
     if clip_varies(s):
         s = s[s["clip"] == "none"]
     facets = [c for c in finding_facets(s, scale) if c not in TRAIN_AXES or s[c].nunique() > 1]
     facets = [c for c in facets if c not in ("clip", "clip_threshold")]
-    s = s[s["xi_c"].notna()]  # after the facets, so that names still say which network
+    s = s[has_depth_scale(s)]  # after the facets, so that names still say which network
     rows = []
     for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
@@ -171,10 +180,10 @@ def trainable_band(summary: pd.DataFrame, scale: str, multiple: float) -> pd.Dat
 def depth_reach(summary: pd.DataFrame, scale: str, multiple: float) -> pd.DataFrame:
     """Per facet and scale value: the deepest depth at which most replicates trained, the
     shallowest at which they did not, and the theory's depth scale `multiple` x xi_c there (only
-    networks with a depth scale)."""
+    MLPs, `has_depth_scale`)."""
     s = summary[summary["clip"] == "none"] if clip_varies(summary) else summary
     facets = [c for c in finding_facets(s, scale) if c not in ("clip", "clip_threshold")]
-    s = s[s["xi_c"].notna()]
+    s = s[has_depth_scale(s)]
     rows = []
     for key, part in facet_parts(s, facets):
         name = facet_name(s, facets, key)
@@ -293,6 +302,7 @@ def clipping_findings(summary: pd.DataFrame) -> list[Finding]:
         out.append(Finding(text + ".", numbers, {"regime": regime}, "clipping"))
     out.append(_rescued(s, "vanishing"))
     out.append(_rescued(s, "exploding"))
+    out.append(_before_any_update(clipped))
     verdict = _verdict(out)
     if verdict is not None:
         out.insert(0, verdict)
@@ -308,6 +318,27 @@ def clipping_findings(summary: pd.DataFrame) -> list[Finding]:
             )
         )
     return [f for f in out if f.text]
+
+
+def _before_any_update(clipped: pd.DataFrame) -> Finding:
+    """Clipped runs that diverged at step 0: their loss at initialisation was already NaN or Inf
+    (the forward pass overflowed), before clipping had an update to act on."""
+    at_start = clipped[clipped["diverged"].astype(bool) & (clipped["diverged_step"] == 0)]
+    if at_start.empty:
+        return Finding("", {}, kind="clipping_too_late")
+    forward = int((~np.isfinite(at_start["loss_initial"].astype(float))).sum())
+    text = (
+        f"{len(at_start)} of the {len(clipped)} clipped runs diverged at step 0, before any "
+        f"update, which no clipping rule acts on: {forward} of them had a NaN or Inf loss at "
+        "initialisation (the forward pass overflowed the compute dtype), the others a NaN or Inf "
+        "initial gradient."
+        if forward < len(at_start)
+        else f"{len(at_start)} of the {len(clipped)} clipped runs diverged at step 0, before any "
+        "update, which no clipping rule acts on: each had a NaN or Inf loss at initialisation "
+        "(the forward pass overflowed the compute dtype)."
+    )
+    numbers = {"count": len(at_start), "runs": len(clipped), "forward": forward}
+    return Finding(text, numbers, kind="clipping_too_late")
 
 
 def _verdict(found: list[Finding]) -> Finding | None:

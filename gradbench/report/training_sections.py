@@ -21,6 +21,7 @@ from gradbench.report.training import (
     clipping_findings,
     clipping_table,
     depth_reach,
+    has_depth_scale,
     reach_findings,
     setup_text,
     trainable_band,
@@ -28,13 +29,16 @@ from gradbench.report.training import (
 )
 from gradbench.results import Run
 
+DEPTH_SCALE_CAPTION = (
+    " Green: the theory's depth scale {multiple} ξ_c (Schoenholz et al. 2017: networks train up "
+    "to about 6 ξ_c); trainable below the line."
+)
 TRAIN_FIGURES = {
     "trainability": (
         "Trainability phase diagram",
         "Colour: log10(final loss / initial loss), mean over replicates; white dots: most "
         "replicates trained (final loss below {below} × the baseline loss); black: diverged in a "
-        "replicate. Green: the theory's depth scale {multiple} ξ_c (Schoenholz et al. 2017: "
-        "networks train up to about 6 ξ_c); trainable below the line.{unclipped}",
+        "replicate.{theory}{unclipped}",
     ),
     "clipping_fit": (
         "Clipping effect on training",
@@ -75,7 +79,7 @@ def training_blocks(run: Run, steps: pd.DataFrame, figures: Path) -> list[tuple]
         and "depth" in s
         and s["depth"].nunique() > 1
         and "xi_c" in s
-        and s["xi_c"].notna().any()
+        and has_depth_scale(s).any()
     ):
         band = trainable_band(s, scale, multiple)
         found.append(band_finding(band, multiple))
@@ -118,6 +122,8 @@ def _training_figures(run, steps, directory, scale, below, multiple):
     if scale and "depth" in s and s["depth"].nunique() > 1:
         unclipped = s[s["clip"] == "none"] if clip_varies(s) else s
         if len(unclipped):
+            # The 6 xi_c line is drawn for the networks the rule speaks about only.
+            unclipped = unclipped.assign(xi_c=unclipped["xi_c"].where(has_depth_scale(unclipped)))
             draw["trainability"] = partial(
                 plots.trainability_diagram, unclipped, scale, "depth", facet=facet,
                 log_x=plots.is_log_axis(m, s, scale), log_y=plots.is_log_axis(m, s, "depth"),
@@ -156,6 +162,8 @@ def _training_figures(run, steps, directory, scale, below, multiple):
     return [
         (stem, TRAIN_FIGURES[stem][0], TRAIN_FIGURES[stem][1].format(
             below=fmt(below), multiple=fmt(multiple), fixed=fixed_note,
+            theory=DEPTH_SCALE_CAPTION.format(multiple=fmt(multiple))
+            if "xi_c" in s and has_depth_scale(s).any() else "",
             unclipped=" Runs without clipping." if clip_varies(s) else ""))
         for stem in draw
     ]  # fmt: skip
