@@ -103,3 +103,40 @@ def test_predrawn_weights_are_bounded_per_chunk():
     plans = plan_chunks(replicates, chunk_shape([replicates], capacity=64, max_replicates=4))
     assert max(p.rows.shape[0] for p in plans) == 4
     assert sum(int(p.real.sum()) for p in plans) == 20
+
+
+ARCHITECTURES_SWEEP = """
+name = "devices-architectures"
+[model]
+width = 16
+batch = 4
+[axes]
+architecture = ["resmlp", "rnn"]
+norm = "rmsnorm"
+branch_layers = [1, 2]
+activation = "relu"
+init = "orthogonal"
+sigma_w2 = [1.0, 2.0]
+depth = [3, 5]
+replicate = { count = 2 }
+[run]
+chunk_size = 4
+"""
+
+
+def test_residual_and_recurrent_nets_on_four_devices_have_one_devices_tables(tmp_path):
+    """The configs axis of every architecture's chunks is sharded: 4 devices, the same numbers.
+    Orthogonal weights: the pre-drawn stacks (one W for the RNN, two a block) travel with them."""
+    sweep = tmp_path / "architectures.toml"
+    sweep.write_text(ARCHITECTURES_SWEEP)
+    one, four = tmp_path / "one", tmp_path / "four"
+    assert cli.main(["run", str(sweep), "--out", str(one), "--quiet", "--no-report"]) == 0
+    run_on_four_devices(sweep, four)
+    a, b = results.load(one), results.load(four)
+    keys = ["config_id", "layer", "sublayer"]
+    left, right = (r.layers.sort_values(keys, ignore_index=True) for r in (a, b))
+    assert set(a.layers["sublayer"]) == {0, 1, 2}
+    assert left[keys].equals(right[keys])
+    assert (left["flag"] == right["flag"]).all()
+    for column in ("log10_delta", "log10_grad_w", "log10_grad_b", "log10_q"):
+        np.testing.assert_allclose(left[column], right[column], rtol=0, atol=1e-5)
