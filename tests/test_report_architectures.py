@@ -111,7 +111,24 @@ def test_a_bounded_r_is_flat_with_its_bound_and_nan_depths_are_left_out():
     # just beyond the bound, the same shape is a law that grows (here toward a constant: the
     # smaller residual decides between the two lines)
     grown = depth_law.fit_depth_law(depth[:4], 2 * depth_law.FLAT_BOUND * (1 - 1 / depth[:4]))
-    assert grown.law in (depth_law.EXPONENTIAL, depth_law.POLYNOMIAL)
+    assert grown.law in (depth_law.EXPONENTIAL, depth_law.STRETCHED, depth_law.POLYNOMIAL)
+
+
+def test_a_square_root_law_is_a_stretched_exponential_with_its_rate():
+    """tanh residual nets without a norm: the branch's slope fades as the stream grows, and
+    r ~ b sqrt(L) (Yang & Schoenholz 2017), neither a line in L nor in log10 L."""
+    depth = np.array([4, 8, 16, 32, 64, 128, 256])
+    law = depth_law.fit_depth_law(
+        depth, -0.2 + 0.35 * np.sqrt(depth) + [0, 0.01, -0.01, 0, 0, 0.01, 0]
+    )
+    assert law.law == depth_law.STRETCHED
+    assert law.slope == pytest.approx(0.35, abs=0.005) and law.rms < 0.01
+    assert depth_laws.rate_text(law, "resmlp") == "∝ 10^(0.35 √L)"
+
+
+def test_theory_bounds_at_rounding_level_read_as_zero():
+    assert depth_laws.bound_text(3.7e-14) == "r = 0 to rounding"
+    assert depth_laws.bound_text(0.42) == "|r| ≤ 0.42"
 
 
 def test_fewer_than_three_depths_have_no_law():

@@ -25,6 +25,7 @@ from gradbench.analysis.depth_law import (
     LAWS,
     MIN_DEPTHS,
     POLYNOMIAL,
+    STRETCHED,
     DepthLaw,
     fit_depth_law,
 )
@@ -87,13 +88,25 @@ def depth_series(summary: pd.DataFrame, facets: list[str], scale: str | None) ->
     return out
 
 
+ROUNDING = 1e-9  # a theory bound below this is float64 rounding of an exact 0
+
+
 def rate_text(law: DepthLaw, architecture: str) -> str:
-    """ "×1.41 per block", "∝ L^0.27" or "|r| ≤ 0.4 up to depth 256"."""
+    """ "×1.41 per block", "∝ 10^(0.3 √L)", "∝ L^0.27" or "|r| ≤ 0.4 up to depth 256"."""
+    letter = DEPTH_LETTERS.get(architecture, "L")
     if law.law == EXPONENTIAL:
         return f"×{fmt(law.factor)} per {layer_word(architecture)}"
+    if law.law == STRETCHED:
+        return f"∝ 10^({fmt(law.slope)} √{letter})"
     if law.law == POLYNOMIAL:
-        return f"∝ {DEPTH_LETTERS.get(architecture, 'L')}^{fmt(law.slope)}"
-    return f"|r| ≤ {fmt(law.bound)} up to depth {law.depth_max}"
+        return f"∝ {letter}^{fmt(law.slope)}"
+    return f"{bound_text(law.bound)} up to depth {law.depth_max}"
+
+
+def bound_text(bound: float) -> str:
+    """ "|r| ≤ 0.4", or "r = 0 to rounding" for a bound float64 cannot tell from 0 (theory's
+    exactly flat laws sum rounding errors of 1e-14)."""
+    return "r = 0 to rounding" if bound < ROUNDING else f"|r| ≤ {fmt(bound)}"
 
 
 def law_text(law: DepthLaw | None, architecture: str) -> str:
@@ -106,7 +119,7 @@ def _rates(laws: list[DepthLaw], architecture: str) -> str:
     kind = laws[0].law
     if kind == FLAT:
         worst = max(laws, key=lambda law: law.bound)
-        return f"|r| ≤ {fmt(worst.bound)} up to depth {max(law.depth_max for law in laws)}"
+        return f"{bound_text(worst.bound)} up to depth {max(law.depth_max for law in laws)}"
     values = [law.factor if kind == EXPONENTIAL else law.slope for law in laws]
     low, high = min(values), max(values)
     if fmt(low) == fmt(high):
@@ -114,6 +127,8 @@ def _rates(laws: list[DepthLaw], architecture: str) -> str:
     if kind == EXPONENTIAL:
         return f"×{fmt(low)} to ×{fmt(high)} per {layer_word(architecture)}"
     letter = DEPTH_LETTERS.get(architecture, "L")
+    if kind == STRETCHED:
+        return f"∝ 10^({fmt(low)} √{letter}) to 10^({fmt(high)} √{letter})"
     return f"∝ {letter}^{fmt(low)} to {letter}^{fmt(high)}"
 
 
@@ -225,10 +240,10 @@ def criterion_text() -> str:
     """The paragraph that says how a law is chosen."""
     return (
         "Per facet and scale value, the mean of r over the replicates at each depth is fitted "
-        "three ways: exponential (r = a + b L: ‖δ_1‖/‖δ_L‖ grows by a factor 10^b per layer), "
-        "polynomial (r = a + b log10 L: ‖δ_1‖/‖δ_L‖ ∝ L^b) and flat. Flat is tested first: |r| "
-        f"stays within {fmt(FLAT_BOUND)} at every depth (the first and the last layer within a "
-        f"factor {fmt(10**FLAT_BOUND)} of each other); otherwise the line with the smaller "
-        "residual sum of squares wins. Theory's law is the same fit applied to "
-        "predicted_log10_delta_ratio (gradbench.analysis.depth_law)."
+        "four ways: exponential (r = a + b L: ‖δ_1‖/‖δ_L‖ grows by a factor 10^b per layer), "
+        "stretched exponential (r = a + b √L), polynomial (r = a + b log10 L: ‖δ_1‖/‖δ_L‖ ∝ "
+        f"L^b) and flat. Flat is tested first: |r| stays within {fmt(FLAT_BOUND)} at every depth "
+        f"(the first and the last layer within a factor {fmt(10**FLAT_BOUND)} of each other); "
+        "otherwise the line with the smallest residual sum of squares wins. Theory's law is the "
+        "same fit applied to predicted_log10_delta_ratio (gradbench.analysis.depth_law)."
     )
