@@ -18,5 +18,7 @@ times and the median is the result. One run measures, on the same sweep:
 Modules: `suite` (settings, the run, JSON), `timing` (the prepare/closure protocol), `sweep` (the
 common sweep), `gradbench_cases`, `jax_peer`, `torch_peers`, `memory` (subprocess worker and
 monitor), `report` (table, ratios, targets, Markdown), `end_to_end` and `end_to_end_report` (the
-whole-process table), `torch_sweep` (its PyTorch program).
+whole-process table), `torch_sweep` (its PyTorch program), `torch_nets` (that program's mlp, resmlp
+and rnn) and `torch_training` (its training runs: the rnn on the adding problem), `networks_file`
+(what the harness hands the program).
 """

@@ -6,15 +6,17 @@ stretches of load:
 
 - `gradbench run SWEEP --out DIR --no-report`, cold: `GRADBENCH_CACHE_DIR` is a fresh, empty
   directory, so every kernel compiles; then warm: the same command on the cache the cold run filled;
-- the same pair with the report;
-- `python -m benchmarks.torch_sweep`, a plain PyTorch loop computing the same per-layer statistics on
-  the same networks (import of torch included, no JAX), with PyTorch's default threads and with one;
-  the faster is the peer, as in `benchmarks.suite`.
+- the same pair with the report (`--skip-report` leaves this pair out);
+- `python -m benchmarks.torch_sweep`, a plain PyTorch loop computing the same statistics on the same
+  networks (mlp, resmlp, rnn; import of torch included, no JAX), with PyTorch's default threads and
+  with one; the faster is the peer, as in `benchmarks.suite` (`--torch-one-thread`: one thread
+  only, for long sweeps on a loaded machine, where the default threads are many times slower).
 
 gradbench's own split comes from each run's manifest: per-phase seconds where the manifest has
 `phase_seconds`, otherwise the groups' compile and kernel seconds; the rest of the process's wall
-time is import and other host work. A sweep with a [train] section trains too, which the PyTorch
-program does not: its gradbench times are reported, without a peer or a ratio.
+time is import and other host work. A sweep with a [train] section trains too: the PyTorch program
+trains the same runs where it can (the rnn on the adding problem: `networks_file.TRAINABLE`), and
+otherwise gradbench's times are reported without a peer or a ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shlex
 import shutil
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from benchmarks.networks_file import COLUMNS
+from benchmarks.networks_file import COLUMNS, TRAIN_COLUMNS, untrainable
 from gradbench.sweep import grid
 from gradbench.sweep import spec as gradbench_spec
 
@@ -69,6 +72,8 @@ class Settings:
     sweeps: tuple[str, ...]
     repeats: int
     timeout_s: float
+    report_runs: bool = True  # time the cold and warm runs with the report too
+    torch_default_threads: bool = True  # time the PyTorch program with its default threads too
 
 
 def built_in_names() -> list[str]:
@@ -96,11 +101,25 @@ def gradbench_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "gradbench"]
 
 
+def _json_column(frame, name: str) -> list:
+    """A column's values for JSON: NaN (a setting an architecture does not have) becomes null."""
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in frame[name].tolist()]
+
+
 def write_networks(spec: gradbench_spec.SweepSpec, path: Path) -> int:
-    """Writes the sweep's networks (one row per config, training runs merged) for torch_sweep."""
-    networks = grid.expand(spec)[list(COLUMNS)].drop_duplicates(ignore_index=True)
-    columns = {c: networks[c].tolist() for c in COLUMNS}
-    path.write_text(json.dumps({"seed": spec.seed, "columns": columns}))
+    """Writes the sweep's networks (one row per config, training runs merged) and, for a sweep
+    with a [train] section, its training runs, for torch_sweep (`benchmarks.networks_file`)."""
+    configs = grid.expand(spec)
+    present = [c for c in COLUMNS if c in configs]  # a gradbench without architectures lacks some
+    networks = configs[present].drop_duplicates(ignore_index=True)
+    document = {"seed": spec.seed, "columns": {c: _json_column(networks, c) for c in present}}
+    if spec.train is not None:
+        runs = configs[[*present, *TRAIN_COLUMNS]]
+        document["training"] = {
+            "log_every": spec.train.log_every,
+            "columns": {c: _json_column(runs, c) for c in runs.columns},
+        }
+    path.write_text(json.dumps(document, allow_nan=False))
     return len(networks)
 
 
@@ -151,6 +170,8 @@ class SweepRun:
         self.workdir.mkdir(parents=True)
         self.networks_file = self.workdir / "networks.json"
         self.networks = write_networks(self.spec, self.networks_file)
+        self.configs = len(grid.expand(self.spec))  # settings an architecture lacks are merged
+        self.untrainable = untrainable(json.loads(self.networks_file.read_text()).get("training"))
         self.timeout_s = timeout_s
         self.runs = 0
 
@@ -186,18 +207,26 @@ class SweepRun:
         return {"seconds": wall, **json.loads(stdout.strip().splitlines()[-1])}
 
 
-def run_sweep(run: SweepRun, repeats: int, log: Callable[[str], None]) -> dict:
-    """Every case of one sweep, `repeats` interleaved rounds; a failing case is recorded, not fatal."""
+def run_sweep(run: SweepRun, settings: Settings, log: Callable[[str], None]) -> dict:
+    """Every case of one sweep, `settings.repeats` interleaved rounds; a failing case is recorded,
+    not fatal. Cases `settings` leaves out (`report_runs`, `torch_default_threads`) are skipped,
+    with the option that left them out as their reason."""
     trains = run.spec.train is not None
-    reason = (
-        "the sweep trains; the PyTorch program measures initial statistics only" if trains else None
-    )
-    reason = reason or torch_unavailable()
+    skipped: dict[str, str] = {}  # case -> why it is not run
+    torch_reason = torch_unavailable()
+    if torch_reason is None and run.untrainable:
+        torch_reason = f"the sweep trains; {run.untrainable}"
+    if torch_reason:
+        skipped.update(dict.fromkeys(TORCH_CASES, torch_reason))
+    if not settings.report_runs:
+        skipped.update(dict.fromkeys(("cold_report", "warm_report"), "not timed (--skip-report)"))
+    if not settings.torch_default_threads:
+        skipped.setdefault("torch", "not timed (--torch-one-thread)")
     calls: dict[str, list[dict]] = {case: [] for case in CASES}
     failures: dict[str, str] = {}
 
     def attempt(case: str, body: Callable[..., dict], *args, **kwargs) -> None:
-        if case in failures or (case in TORCH_CASES and reason):
+        if case in failures or case in skipped:
             return
         try:
             calls[case].append(body(*args, **kwargs))
@@ -206,7 +235,7 @@ def run_sweep(run: SweepRun, repeats: int, log: Callable[[str], None]) -> dict:
             failures[case] = f"{type(exc).__name__}: {exc}"
             log(f"{run.spec.name}/{case}: failed ({failures[case][:300]})")
 
-    for _ in range(repeats):
+    for _ in range(settings.repeats):
         # Cold runs fill their own fresh caches; the warm runs after them reuse those.
         plain, reported = run.fresh_cache(), run.fresh_cache()
         attempt("cold", run.gradbench, plain, report=False)
@@ -219,15 +248,15 @@ def run_sweep(run: SweepRun, repeats: int, log: Callable[[str], None]) -> dict:
     for case in CASES:
         if case in failures:
             cases[case] = {"status": "failed", "reason": failures[case]}
-        elif case in TORCH_CASES and reason:
-            cases[case] = {"status": "skipped", "reason": reason}
+        elif case in skipped:
+            cases[case] = {"status": "skipped", "reason": skipped[case]}
         else:
             times = [c["seconds"] for c in calls[case]]
             cases[case] = {"status": "ok", "seconds": statistics.median(times), "times": times}
             cases[case]["calls"] = calls[case]
     return {
         "sweep": run.sweep,
-        "configs": run.spec.n_configs,
+        "configs": run.configs,
         "networks": run.networks,
         "trains": trains,
         "cases": cases,
@@ -288,7 +317,7 @@ def run_all(settings: Settings, log: Callable[[str], None] = print, command: str
         for sweep in settings.sweeps:
             start = time.perf_counter()
             run = SweepRun(sweep, workdir, settings.timeout_s)
-            sweeps[run.spec.name] = run_sweep(run, settings.repeats, log)
+            sweeps[run.spec.name] = run_sweep(run, settings, log)
             log(f"{run.spec.name}: done ({time.perf_counter() - start:.0f} s)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -319,6 +348,16 @@ def main(argv: list[str] | None = None) -> int:
         help="full mode on these sweeps only (repeatable): a built-in name, tanh-10k, or a file",
     )
     parser.add_argument("--repeats", type=int, help="rounds per sweep (default: full 2, quick 1)")
+    parser.add_argument(
+        "--skip-report",
+        action="store_true",
+        help="time the cold and warm runs without the report only (for long sweeps)",
+    )
+    parser.add_argument(
+        "--torch-one-thread",
+        action="store_true",
+        help="time the PyTorch program with one thread only, not with its default threads too",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         flags = os.environ.get("XLA_FLAGS", "")
@@ -336,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, sweeps=tuple(named.get(s, s) for s in args.sweep))
     if args.repeats:
         settings = replace(settings, repeats=args.repeats)
+    if args.skip_report:
+        settings = replace(settings, report_runs=False)
+    if args.torch_one_thread:
+        settings = replace(settings, torch_default_threads=False)
     results = run_all(settings, log=log, command=command.strip())
     print(end_to_end_report.markdown(results))
     if args.json:

@@ -17,6 +17,7 @@ COLUMNS = (
     "split, cold (s)",
     "split, warm (s)",
     "PyTorch loop s",
+    "PyTorch split (s)",
     "gradbench / PyTorch, cold",
     "gradbench / PyTorch, warm",
 )
@@ -56,6 +57,22 @@ def split_text(case: dict) -> str:
     return ", ".join(parts)
 
 
+def torch_split_text(cases: dict) -> str:
+    """The faster PyTorch case's median split: statistics, training and the rest (import/other)."""
+    ok = [cases[c] for c in ("torch", "torch_1t") if cases[c]["status"] == "ok"]
+    if not ok:
+        return "-"
+    calls = min(ok, key=lambda case: case["seconds"])["calls"]
+    if "statistics_seconds" not in calls[0]:
+        return "-"
+    parts = {
+        name: statistics.median(c[f"{name}_seconds"] for c in calls)
+        for name in ("statistics", "training")
+    }
+    parts["import/other"] = statistics.median(c["seconds"] - c["loop_seconds"] for c in calls)
+    return ", ".join(f"{name} {seconds:.2g}" for name, seconds in parts.items())
+
+
 def sweep_rows(results: dict) -> list[list[str]]:
     rows = []
     for name, sweep in results["sweeps"].items():
@@ -87,6 +104,7 @@ def sweep_rows(results: dict) -> list[list[str]]:
                 split_text(cases["cold"]),
                 split_text(cases["warm"]),
                 peer,
+                torch_split_text(cases),
                 _fmt(ratios.get("cold_over_torch")),
                 _fmt(ratios.get("warm_over_torch")),
             ]
@@ -117,7 +135,8 @@ def markdown(results: dict) -> str:
     notes = [
         "Whole processes, medians over the rounds. PyTorch loop: the faster of default threads and"
         " one thread, torch import included. Split: gradbench's manifest; import/other is the rest"
-        " of the process's wall time."
+        " of the process's wall time. PyTorch split: the faster PyTorch case's statistics loop,"
+        " training loop and the rest of its process (import/other)."
     ]
     if broken:
         notes.append("FAILED: " + ", ".join(broken))

@@ -1,159 +1,128 @@
 """The plain PyTorch program that `benchmarks.end_to_end` races gradbench against, as a whole process.
 
 `python -m benchmarks.torch_sweep CONFIGS.json [--threads N] [--out STATS.npz]` computes, for every
-network listed in CONFIGS.json, what gradbench measures at initialisation: log10 of ||dJ/dz_l||,
-||dJ/dW_l||_F, ||dJ/db_l|| and q_l = mean(z_l^2) per hidden layer, for the probe loss
-J = mean_b <u_b, W_out h_L,b>. It is written the way a user would write it, favourably: one
-`nn.Sequential` per (activation, depth, width), its weights re-initialised in place per config
-(which spares PyTorch's default initialisation and the allocations), pre-activations kept with
-forward hooks and `retain_grad`. It draws its own weights: same distributions as gradbench, not the
-same numbers.
+network listed in CONFIGS.json, what gradbench measures at initialisation for the probe loss
+J = mean_b <u_b, W_out h_b>: per layer (mlp), residual block and dense layer (resmlp) or step (rnn)
+the log10 norms of `benchmarks.torch_nets`. Where the file lists training runs (the recurrent
+sweep's [train]), it then trains them as gradbench does (`benchmarks.torch_training`).
+
+It is written the way a user would write it, favourably: one module per structure, visited in
+order of structure, its weights re-initialised in place per config; hidden gradients kept with
+`retain_grad`. It draws its own weights and data: same distributions as gradbench, not the same
+numbers. Inputs x and probe directions u ~ N(0, 1) are drawn once per (replicate, batch, width),
+as gradbench shares them within a replicate (the rnn's input sequence once per (replicate, batch,
+width, T)).
 
 It imports numpy and torch only, never JAX or gradbench, so the process pays what a PyTorch user's
-pays. CONFIGS.json is `benchmarks.networks_file`'s format; the last line printed is a JSON object
-with the loop's seconds.
+pays. CONFIGS.json is `benchmarks.networks_file`'s format; `--out` writes the statistics as
+gradbench's tables (`layer_table`, `training_tables`); the last line printed is a JSON object with
+the loops' seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-# Standard deviation of N(0, 1) truncated to [-2, 2] (gradbench's truncated_normal has unit variance).
-_TRUNCATED_STD = math.sqrt(
-    1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2.0 * math.pi) / math.erf(2.0 / math.sqrt(2.0))
-)
+from benchmarks import torch_training
+from benchmarks.networks_file import COLUMNS, RNN_STATS, TRAIN_STATS, column
+from benchmarks.torch_nets import MLP, RNN, ResMLP
 
 
-class Erf(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.erf(x)
+def rows_of(columns: dict) -> list[dict]:
+    """One dict per network, with every `COLUMNS` entry (defaults where the file has none)."""
+    values = {name: column(columns, name) for name in COLUMNS}
+    return [{name: values[name][i] for name in COLUMNS} for i in range(len(values["depth"]))]
 
 
-ACTIVATIONS = {
-    "linear": nn.Identity,
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "erf": Erf,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "celu": nn.CELU,
-    "gelu": nn.GELU,
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "softplus": nn.Softplus,
-    "softsign": nn.Softsign,
-    "relu6": nn.ReLU6,
-    "hard_tanh": nn.Hardtanh,
-    "mish": nn.Mish,
-}
+def structure(row: dict) -> tuple:
+    """What a network's module depends on; configs of one structure differ in their draws only."""
+    keys = ("architecture", "activation", "depth", "width", "branch_layers", "norm")
+    return (*(row[k] for k in keys), row["norm_position"])
 
 
-def init_weight(weight: torch.Tensor, family: str, sigma_w: float, g: torch.Generator) -> None:
-    """Draws a square hidden layer's weights in place, Var(W_ij) = sigma_w^2 / fan_in, as gradbench."""
-    fan_in = weight.shape[1]
-    std = sigma_w / math.sqrt(fan_in)
-    if family == "gaussian":
-        weight.normal_(0.0, std, generator=g)
-    elif family == "uniform":
-        weight.uniform_(-std * math.sqrt(3.0), std * math.sqrt(3.0), generator=g)
-    elif family == "truncated_normal":
-        nn.init.trunc_normal_(weight, 0.0, 1.0, -2.0, 2.0, generator=g)
-        weight.mul_(std / _TRUNCATED_STD)
-    elif family == "orthogonal":
-        nn.init.orthogonal_(weight, gain=sigma_w, generator=g)
-    else:
-        raise ValueError(
-            f"init family {family!r}: one of gaussian, uniform, truncated_normal, orthogonal"
-        )
-
-
-class Network:
-    """One `nn.Sequential` of a shape, reused for every config of that shape."""
-
-    def __init__(self, activation: str, depth: int, width: int):
-        self.hidden = [nn.Linear(width, width) for _ in range(depth)]
-        self.readout = nn.Linear(width, width, bias=False)
-        layers = [m for lin in self.hidden for m in (lin, ACTIVATIONS[activation]())]
-        self.model = nn.Sequential(*layers, self.readout)
-        self.pre_activations: list[torch.Tensor] = []
-        for lin in self.hidden:
-            lin.register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output: torch.Tensor) -> None:
-        output.retain_grad()
-        self.pre_activations.append(output)
-
-    def statistics(
-        self, family: str, sigma_w: float, sigma_b: float, x, u, g: torch.Generator
-    ) -> torch.Tensor:
-        """(4, depth) statistics in `benchmarks.networks_file.STATS` order for freshly drawn weights."""
-        with torch.no_grad():
-            for lin in self.hidden:
-                init_weight(lin.weight, family, sigma_w, g)
-                lin.bias.normal_(0.0, sigma_b, generator=g)
-            self.readout.weight.normal_(0.0, 1.0 / math.sqrt(self.readout.in_features), generator=g)
-        self.model.zero_grad(set_to_none=True)
-        self.pre_activations.clear()
-        loss = (u * self.model(x)).sum() / x.shape[0]
-        loss.backward()
-        with torch.no_grad():
-            return torch.stack(
-                [
-                    torch.stack([z.grad.norm() for z in self.pre_activations]),
-                    torch.stack([lin.weight.grad.norm() for lin in self.hidden]),
-                    torch.stack([lin.bias.grad.norm() for lin in self.hidden]),
-                    torch.stack([z.square().mean() for z in self.pre_activations]),
-                ]
-            ).log10()
+def build(architecture, activation, depth, width, branch_layers, norm, norm_position):
+    if architecture == "mlp":
+        return MLP(activation, depth, width)
+    if architecture == "resmlp":
+        return ResMLP(activation, depth, width, branch_layers, norm, norm_position)
+    if architecture == "rnn":
+        return RNN(activation, width)
+    raise ValueError(f"architecture {architecture!r}: one of mlp, resmlp, rnn")
 
 
 def layer_statistics(columns: dict[str, list], seed: int) -> list[np.ndarray]:
-    """The (4, depth) statistics of every network, in the order of `columns`.
-
-    Networks are visited grouped by shape so that each `Network` is built once; inputs x and probe
-    directions u ~ N(0, 1) are drawn once per (replicate, batch, width), as gradbench shares them
-    within a replicate.
-    """
-    n = len(columns["depth"])
-    shape_of = [
-        (columns["activation"][i], int(columns["depth"][i]), int(columns["width"][i]))
-        for i in range(n)
-    ]
+    """The statistics of every network, in the order of `columns`: (4, depth) for an mlp,
+    (4, depth, 1 + branch_layers) for a resmlp, (5, depth) for an rnn (`torch_nets`)."""
+    rows = rows_of(columns)
     g = torch.Generator().manual_seed(seed)
-    networks: dict[tuple, Network] = {}
+    nets: dict[tuple, object] = {}
     data: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-    out: list[np.ndarray | None] = [None] * n
-    for i in sorted(range(n), key=lambda i: shape_of[i]):
-        activation, depth, width = shape_of[i]
-        batch = int(columns["batch"][i])
-        if shape_of[i] not in networks:
-            networks.clear()  # one shape at a time: its modules' memory is freed
-            networks[shape_of[i]] = Network(activation, depth, width)
-        data_key = (int(columns["replicate"][i]), batch, width)
+    out: list[np.ndarray | None] = [None] * len(rows)
+    for i in sorted(range(len(rows)), key=lambda i: structure(rows[i])):
+        row = rows[i]
+        shape = structure(row)
+        if shape not in nets:
+            nets.clear()  # one structure at a time: its modules' memory is freed
+            nets[shape] = build(*shape)
+        depth, width, batch = int(row["depth"]), int(row["width"]), int(row["batch"])
+        recurrent = row["architecture"] == "rnn"
+        data_key = (int(row["replicate"]), batch, width, depth if recurrent else 0)
         if data_key not in data:
+            x_shape = (depth, batch, width) if recurrent else (batch, width)
             data[data_key] = (
-                torch.randn(batch, width, generator=g),
+                torch.randn(*x_shape, generator=g),
                 torch.randn(batch, width, generator=g),
             )
-        stats = networks[shape_of[i]].statistics(
-            columns["init_family"][i],
-            math.sqrt(float(columns["sigma_w2"][i])),
-            math.sqrt(float(columns["sigma_b2"][i])),
-            *data[data_key],
-            g,
+        nets[shape].draw(row, g)
+        out[i] = nets[shape].measure(*data[data_key])
+    return out
+
+
+def layer_table(stats: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The statistics as gradbench's layers table: one row per (network, layer, sublayer), the
+    `RNN_STATS` columns NaN where an architecture has no such statistic."""
+    parts = []
+    for network, s in enumerate(stats):
+        s = s if s.ndim == 3 else s[:, :, None]  # (stats, layers, sublayers)
+        _, layers, sublayers = s.shape
+        part = {
+            "network": np.full(layers * sublayers, network),
+            "layer": np.repeat(np.arange(1, layers + 1), sublayers),
+            "sublayer": np.tile(np.arange(sublayers), layers),
+        }
+        for k, name in enumerate(RNN_STATS):
+            part[name] = s[k].reshape(-1) if k < len(s) else np.full(layers * sublayers, np.nan)
+        parts.append(part)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def training_tables(records: list[dict]) -> dict[str, np.ndarray]:
+    """The training records as gradbench's training and training_layers tables, prefixed
+    `training_` and `training_layers_`; `run` is the row of the networks file's training entry."""
+    out = {}
+    steps = [len(r["step"]) for r in records]
+    out["training_run"] = np.repeat(np.arange(len(records)), steps)
+    for name in ("step", *TRAIN_STATS, "diverged"):
+        out[f"training_{name}"] = np.concatenate([r[name] for r in records])
+    layers = [r["grad_w"].shape[1] for r in records]
+    cells = [s * n for s, n in zip(steps, layers, strict=True)]
+    out["training_layers_run"] = np.repeat(np.arange(len(records)), cells)
+    out["training_layers_step"] = np.concatenate(
+        [np.repeat(r["step"], n) for r, n in zip(records, layers, strict=True)]
+    )
+    out["training_layers_layer"] = np.concatenate(
+        [np.tile(np.arange(1, n + 1), s) for s, n in zip(steps, layers, strict=True)]
+    )
+    for name in ("grad_w", "grad_b"):
+        out[f"training_layers_log10_{name}"] = np.concatenate(
+            [r[name].reshape(-1) for r in records]
         )
-        out[i] = stats.numpy()
     return out
 
 
@@ -166,16 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     document = json.loads(args.configs.read_text())
+    seed = int(document["seed"])
     start = time.perf_counter()
-    stats = layer_statistics(document["columns"], int(document["seed"]))
-    seconds = time.perf_counter() - start
+    stats = layer_statistics(document["columns"], seed)
+    measured = time.perf_counter()
+    training = document.get("training")
+    records = torch_training.training_runs(training, seed, column) if training else []
+    trained = time.perf_counter()
     if args.out:
-        np.savez(
-            args.out,
-            stats=np.concatenate([s.T for s in stats]),  # (total layers, 4)
-            depth=np.array([s.shape[1] for s in stats]),
-        )
-    facts = {"networks": len(stats), "loop_seconds": seconds, "threads": torch.get_num_threads()}
+        tables = layer_table(stats)
+        tables.update(training_tables(records) if records else {})
+        np.savez(args.out, **tables)
+    facts = {
+        "networks": len(stats),
+        "runs": len(records),
+        "loop_seconds": trained - start,
+        "statistics_seconds": measured - start,
+        "training_seconds": trained - measured,
+        "threads": torch.get_num_threads(),
+    }
     print(json.dumps(facts))
     return 0
 
